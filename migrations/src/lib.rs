@@ -1,0 +1,17 @@
+//! SeaORM migrations. A shipped migration is never edited: add a new one.
+//!
+//! `giftcard-migrate up` (the binary in `main.rs`) applies them, reading
+//! `DATABASE_URL`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,100 @@
+//! The gift-card HTTP api.
+//!
+//! - [`run`] wires everything: topology check, the reply dispatcher, the
+//!   database probe and the HTTP server; tests call it with their own
+//!   listener, database, NATS client and shutdown token.
+//! - [`routes`]: one module per feature (purchases, catalog, admin,
+//!   dead letters, operations), merged over one [`state::AppState`].
+//! - [`error`]: the error type and its mapping to the contract's body.
+//! - [`extract`]: extractors answering bad input with a 4xx.
+//! - [`replies`]: routes worker replies to waiting requests.
+
+pub mod error;
+pub mod extract;
+pub mod replies;
+pub mod routes;
+pub mod state;
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::Router;
+use giftcard_shared::config::ApiSettings;
+use giftcard_shared::telemetry;
+use giftcard_shared::topology::{self, TopologyOptions};
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::replies::Replies;
+use crate::state::{AppState, Inner};
+
+/// Largest JSON body accepted outside code imports.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Runs the api on `listener` until `shutdown` is cancelled, then drains
+/// in-flight requests (each ends within its wait: answered or 202).
+pub async fn run(
+    settings: ApiSettings,
+    listener: TcpListener,
+    db: DatabaseConnection,
+    nats: async_nats::Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(nats.clone());
+    let opts = TopologyOptions::new(settings.common.partitions, settings.common.stream_replicas);
+    let topology = topology::ensure(&js, &opts).await?;
+    let replies = Replies::start(&nats, shutdown.clone()).await?;
+    let state = AppState::new(Inner {
+        settings,
+        db,
+        nats,
+        topology,
+        replies,
+        metrics: telemetry::metrics_handle(),
+        db_up: AtomicBool::new(true),
+    });
+    state.spawn_db_probe(shutdown.clone());
+    tracing::info!(addr = %listener.local_addr()?, "api listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    tracing::info!("api stopped");
+    Ok(())
+}
+
+/// The router with its middleware.
+pub fn app(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    routes::router()
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(error::ApiError::Internal(
+                anyhow::anyhow!("handler panicked"),
+            ))
+        }))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            extract::MAX_WAIT + Duration::from_secs(10),
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                // The path only: no query string, never a header (tokens).
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}

@@ -1,0 +1,289 @@
+//! Admin dead-letter routes: list, replay one, replay all (of a card),
+//! discard. The worker indexes dead letters into PostgreSQL; the message
+//! itself stays in the `PURCHASES_DLQ` stream and is republished from there.
+
+use async_nats::jetstream::message::PublishMessage as Publish;
+use async_nats::HeaderMap as NatsHeaders;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use giftcard_shared::contract::{HEADER_VERSION, MESSAGE_VERSION};
+use giftcard_shared::domain::FailureCode;
+use giftcard_shared::entities::dead_letter;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Admin, ApiPath, ApiQuery};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/dead-letters", get(list))
+        .route("/v1/admin/dead-letters/replay", post(replay_all))
+        .route("/v1/admin/dead-letters/{id}/replay", post(replay))
+        .route("/v1/admin/dead-letters/{id}", delete(discard))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: Uuid,
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub purchase_id: Option<Uuid>,
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub gift_card_id: Option<Uuid>,
+    pub user_id: Option<String>,
+    pub reason: String,
+    pub attempts: i32,
+    pub original_subject: String,
+    pub original_sequence: i64,
+    pub state: String,
+    pub dead_lettered_at: DateTime<Utc>,
+}
+
+impl From<dead_letter::Model> for DeadLetterView {
+    fn from(m: dead_letter::Model) -> Self {
+        Self {
+            id: m.id,
+            purchase_id: m.purchase_id,
+            gift_card_id: m.gift_card_id,
+            user_id: m.user_id,
+            reason: m.reason,
+            attempts: m.attempts,
+            original_subject: m.original_subject,
+            original_sequence: m.original_sequence,
+            state: m.state,
+            dead_lettered_at: m.dead_lettered_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterList {
+    pub items: Vec<DeadLetterView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// 1..=500, default 100.
+    pub limit: Option<u64>,
+    pub gift_card_id: Option<Uuid>,
+}
+
+/// Dead letters waiting for an operator, oldest first.
+#[utoipa::path(get, path = "/v1/admin/dead-letters", tag = "dead-letters", params(ListParams),
+    responses((status = 200, body = DeadLetterList), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> ApiResult<Json<DeadLetterList>> {
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest(
+            "limit must be between 1 and 500".into(),
+        ));
+    }
+    let mut q = dead_letter::Entity::find().filter(dead_letter::Column::State.eq("pending"));
+    if let Some(card) = p.gift_card_id {
+        q = q.filter(dead_letter::Column::GiftCardId.eq(card));
+    }
+    let rows = q
+        .order_by_asc(dead_letter::Column::DeadLetteredAt)
+        .order_by_asc(dead_letter::Column::Id)
+        .limit(limit)
+        .all(&state.db)
+        .await?;
+    Ok(Json(DeadLetterList {
+        items: rows.into_iter().map(Into::into).collect(),
+    }))
+}
+
+async fn pending_dead_letter(state: &AppState, id: Uuid) -> ApiResult<dead_letter::Model> {
+    let dl = dead_letter::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such dead letter".into()))?;
+    if dl.state != "pending" {
+        return Err(ApiError::Conflict {
+            code: "DEAD_LETTER_RESOLVED",
+            message: format!("this dead letter was already {}", dl.state),
+        });
+    }
+    Ok(dl)
+}
+
+/// Republishes the dead-lettered message to its card's subject. The message
+/// id `<purchase>:replay:<dead letter>` makes concurrent replays of one dead
+/// letter publish once; the worker answers an already-processed purchase
+/// from its stored result, so a replay never charges or assigns twice.
+async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiResult<()> {
+    let raw = state
+        .topology
+        .dlq
+        .direct_get(dl.dlq_sequence as u64)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, dead_letter = %dl.id, "cannot read dead letter");
+            ApiError::Unavailable("the dead-letter stream is unavailable; retry shortly".into())
+        })?;
+    let mut headers = NatsHeaders::new();
+    headers.insert(HEADER_VERSION, MESSAGE_VERSION.to_string().as_str());
+    let msg_id = format!(
+        "{}:replay:{}",
+        dl.purchase_id.map(|p| p.to_string()).unwrap_or_default(),
+        dl.id
+    );
+    let publish = Publish::build()
+        .payload(raw.payload)
+        .headers(headers)
+        .message_id(msg_id);
+    state
+        .topology
+        .js
+        .send_publish(dl.original_subject.clone(), publish)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("replay could not be published: {e}")))?
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("replay was not acknowledged: {e}")))?;
+    let txn = sea_orm::TransactionTrait::begin(&state.db).await?;
+    txn.execute(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE dead_letters SET state = 'replayed', resolved_at = now(), resolved_by = $2 \
+         WHERE id = $1 AND state = 'pending'",
+        [dl.id.into(), by.into()],
+    ))
+    .await?;
+    if let Some(pid) = dl.purchase_id {
+        // Reads fall back to `pending` until the worker stores the outcome.
+        txn.execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "DELETE FROM purchases WHERE id = $1 AND status = 'dead_lettered'",
+            [pid.into()],
+        ))
+        .await?;
+    }
+    txn.commit().await?;
+    metrics::counter!("giftcard_dead_letters_replayed_total").increment(1);
+    tracing::info!(dead_letter = %dl.id, purchase_id = ?dl.purchase_id, by, "dead letter replayed");
+    Ok(())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayResult {
+    pub replayed: u64,
+}
+
+/// Replay one dead letter.
+#[utoipa::path(post, path = "/v1/admin/dead-letters/{id}/replay", tag = "dead-letters",
+    params(("id" = String, Path, format = Uuid)),
+    responses((status = 202, body = ReplayResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn replay(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<ReplayResult>)> {
+    let dl = pending_dead_letter(&state, id).await?;
+    republish(&state, &dl, admin.user.as_str()).await?;
+    Ok((StatusCode::ACCEPTED, Json(ReplayResult { replayed: 1 })))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayAll {
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub gift_card_id: Option<Uuid>,
+}
+
+/// Replay every pending dead letter (of one card, if given), oldest first.
+#[utoipa::path(post, path = "/v1/admin/dead-letters/replay", tag = "dead-letters",
+    request_body = ReplayAll,
+    responses((status = 202, body = ReplayResult)),
+    security(("bearer" = [])))]
+pub async fn replay_all(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<ReplayResult>)> {
+    let filter: ReplayAll = if body.iter().all(u8::is_ascii_whitespace) {
+        ReplayAll::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            if e.is_syntax() || e.is_eof() {
+                ApiError::BadRequest("the request body is not valid JSON".into())
+            } else {
+                ApiError::Unprocessable(format!(
+                    "the request body does not match the expected shape: {e}"
+                ))
+            }
+        })?
+    };
+    let mut q = dead_letter::Entity::find().filter(dead_letter::Column::State.eq("pending"));
+    if let Some(card) = filter.gift_card_id {
+        q = q.filter(dead_letter::Column::GiftCardId.eq(card));
+    }
+    let rows = q
+        .order_by_asc(dead_letter::Column::OriginalSequence)
+        .all(&state.db)
+        .await?;
+    let mut replayed = 0;
+    for dl in rows {
+        republish(&state, &dl, admin.user.as_str()).await?;
+        replayed += 1;
+    }
+    Ok((StatusCode::ACCEPTED, Json(ReplayResult { replayed })))
+}
+
+/// Discard a dead letter: its purchase becomes `failed` with `DISCARDED`.
+#[utoipa::path(delete, path = "/v1/admin/dead-letters/{id}", tag = "dead-letters",
+    params(("id" = String, Path, format = Uuid)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn discard(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    let dl = pending_dead_letter(&state, id).await?;
+    let txn = sea_orm::TransactionTrait::begin(&state.db).await?;
+    let claimed = txn
+        .execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE dead_letters SET state = 'discarded', resolved_at = now(), resolved_by = $2 \
+             WHERE id = $1 AND state = 'pending'",
+            [id.into(), admin.user.as_str().into()],
+        ))
+        .await?
+        .rows_affected();
+    if claimed == 0 {
+        return Err(ApiError::Conflict {
+            code: "DEAD_LETTER_RESOLVED",
+            message: "this dead letter was resolved concurrently".into(),
+        });
+    }
+    if let Some(pid) = dl.purchase_id {
+        let code = FailureCode::Discarded;
+        txn.execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE purchases SET status = 'failed', error_code = $2, error_message = $3, \
+             completed_at = now() WHERE id = $1 AND status = 'dead_lettered'",
+            [pid.into(), code.as_str().into(), code.message().into()],
+        ))
+        .await?;
+    }
+    txn.commit().await?;
+    metrics::counter!("giftcard_dead_letters_discarded_total").increment(1);
+    tracing::info!(dead_letter = %id, by = admin.user.as_str(), "dead letter discarded");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,73 @@
+//! Unauthenticated operational routes: health, readiness, metrics, OpenAPI.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, `degraded` (PostgreSQL down: purchases still accepted) or
+    /// `unavailable` (NATS down: nothing can be accepted).
+    pub status: &'static str,
+    pub nats: &'static str,
+    pub database: &'static str,
+}
+
+/// 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200)))]
+pub async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// 200 when NATS is reachable (`degraded` if PostgreSQL is not), else 503.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let nats = state.nats_up();
+    let db = state.db_up();
+    let up = |b: bool| if b { "up" } else { "down" };
+    let body = Readiness {
+        status: match (nats, db) {
+            (false, _) => "unavailable",
+            (true, true) => "ready",
+            (true, false) => "degraded",
+        },
+        nats: up(nats),
+        database: up(db),
+    };
+    let status = if nats {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
+pub async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, content_type = "application/json")))]
+pub async fn openapi() -> impl IntoResponse {
+    Json(super::ApiDoc::openapi())
+}

@@ -1,0 +1,423 @@
+//! `POST /v1/purchases`, `GET /v1/purchases/{id}`, `GET /v1/purchases`.
+//!
+//! The purchase path writes nothing to PostgreSQL: it publishes to the
+//! card's subject (the PubAck is the durable acceptance), records the
+//! acceptance in a KV bucket so that a 202'd purchase reads `pending`, and
+//! waits for the worker's reply up to the client's `Prefer: wait`.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::message::PublishMessage as Publish;
+use async_nats::HeaderMap as NatsHeaders;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, SubsecRound, Utc};
+use giftcard_shared::contract::{
+    purchase_subject, AcceptedPurchase, PurchaseMessage, PurchaseReply, PurchaseView, ReplyOutcome,
+    HEADER_REPLY_TO, HEADER_VERSION, MESSAGE_VERSION,
+};
+use giftcard_shared::domain::{purchase_id_for, request_hash, PurchaseStatus, Quantity};
+use giftcard_shared::entities::purchase;
+use giftcard_shared::purchases::{codes_of, load, pending_view, view_of};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{idempotency_key, preferred_wait, ApiJson, ApiPath, ApiQuery, Auth};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/purchases", post(create_purchase).get(list_purchases))
+        .route("/v1/purchases/{id}", get(get_purchase))
+}
+
+/// Body of `POST /v1/purchases`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePurchase {
+    #[schema(value_type = String, format = Uuid)]
+    pub gift_card_id: Uuid,
+    /// 1..=10, default 1.
+    #[serde(default)]
+    #[schema(value_type = Option<u8>, minimum = 1, maximum = 10)]
+    pub quantity: Quantity,
+}
+
+/// Buy `quantity` activation codes of a gift card.
+#[utoipa::path(
+    post, path = "/v1/purchases", tag = "purchases",
+    request_body = CreatePurchase,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1..=255 visible ASCII characters"),
+        ("Prefer" = Option<String>, Header, description = "`wait=<0..=30>` or `respond-async`"),
+    ),
+    responses(
+        (status = 201, description = "succeeded within the wait", body = PurchaseView),
+        (status = 202, description = "durably queued, not finished within the wait", body = PurchaseView),
+        (status = 404, description = "the card does not exist (GIFT_CARD_NOT_FOUND)", body = PurchaseView),
+        (status = 409, description = "failed for a business reason", body = PurchaseView),
+        (status = 422, description = "invalid body or IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
+        (status = 503, description = "the queue could not durably accept it", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_purchase(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreatePurchase>,
+) -> ApiResult<Response> {
+    let started = Instant::now();
+    let key = idempotency_key(&headers)?;
+    let wait = preferred_wait(&headers, state.settings.default_wait)?;
+    let id = purchase_id_for(&caller.user, key.as_ref());
+    let hash = request_hash(body.gift_card_id, body.quantity);
+
+    // A retry of a key whose purchase is already stored is answered from
+    // PostgreSQL without touching the queue (skipped while it is down).
+    if key.is_some() && state.db_up() {
+        if let Ok(Ok(Some((view, model)))) =
+            tokio::time::timeout(Duration::from_millis(500), load(&state.db, id)).await
+        {
+            if model.status != PurchaseStatus::DeadLettered.as_str() {
+                if model.request_hash != hash {
+                    return Err(ApiError::IdempotencyKeyReused);
+                }
+                return Ok(terminal_response(view));
+            }
+        }
+    }
+
+    let mut waiter = state.replies.register(id);
+    let message = PurchaseMessage {
+        v: MESSAGE_VERSION,
+        purchase_id: id,
+        user_id: caller.user.as_str().to_owned(),
+        gift_card_id: body.gift_card_id,
+        quantity: body.quantity.get(),
+        request_hash: hash.clone(),
+        idempotency_key: key.as_ref().map(|k| k.as_str().to_owned()),
+        // Microseconds: what PostgreSQL stores, so every read agrees.
+        accepted_at: Utc::now().trunc_subsecs(6),
+    };
+    let (sequence, duplicate) = publish(&state, &message).await?;
+    let mut accepted_at = message.accepted_at;
+    if duplicate {
+        // Same key within the duplicate window: the stream kept the first
+        // request; compare bodies against it.
+        let first = original_message(&state, sequence).await?;
+        if first.request_hash != hash {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+        accepted_at = first.accepted_at;
+    }
+    let accepted = AcceptedPurchase {
+        purchase_id: id,
+        user_id: message.user_id.clone(),
+        gift_card_id: message.gift_card_id,
+        quantity: message.quantity,
+        request_hash: hash,
+        sequence,
+        accepted_at,
+    };
+    record_accepted(&state, &accepted).await;
+    metrics::histogram!("giftcard_api_accept_seconds").record(started.elapsed().as_secs_f64());
+
+    let outcome = wait_for_outcome(&state, &mut waiter, id, wait, duplicate).await;
+    let response = match outcome {
+        Some(ReplyOutcome::Completed { purchase }) => terminal_response(*purchase),
+        Some(ReplyOutcome::IdempotencyKeyReused) => return Err(ApiError::IdempotencyKeyReused),
+        None => pending_response(pending_view(&accepted)),
+    };
+    metrics::counter!("giftcard_api_purchases_total", "status" => response.status().as_u16().to_string())
+        .increment(1);
+    metrics::histogram!("giftcard_api_purchase_seconds").record(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// Publishes and waits for the PubAck: `(stream sequence, was duplicate)`.
+async fn publish(state: &AppState, m: &PurchaseMessage) -> ApiResult<(u64, bool)> {
+    let unavailable = |what: &str| {
+        ApiError::Unavailable(format!(
+            "the purchase queue could not durably accept the request ({what}); nothing was \
+             charged; retry with the same Idempotency-Key"
+        ))
+    };
+    let mut headers = NatsHeaders::new();
+    headers.insert(
+        HEADER_REPLY_TO,
+        state.replies.subject_for(m.purchase_id).as_str(),
+    );
+    headers.insert(HEADER_VERSION, MESSAGE_VERSION.to_string().as_str());
+    let payload = serde_json::to_vec(m).map_err(|e| ApiError::Internal(e.into()))?;
+    let publish = Publish::build()
+        .payload(payload.into())
+        .headers(headers)
+        .message_id(m.purchase_id.to_string());
+    let subject = purchase_subject(m.gift_card_id, state.settings.common.partitions);
+    let started = Instant::now();
+    let ack = tokio::time::timeout(state.settings.publish_timeout, async {
+        state
+            .topology
+            .js
+            .send_publish(subject, publish)
+            .await?
+            .await
+            .map_err(anyhow::Error::from)
+    })
+    .await;
+    metrics::histogram!("giftcard_api_publish_seconds").record(started.elapsed().as_secs_f64());
+    match ack {
+        Ok(Ok(ack)) => Ok((ack.sequence, ack.duplicate)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "publish failed");
+            Err(unavailable("publish failed"))
+        }
+        Err(_) => {
+            tracing::warn!("publish timed out");
+            Err(unavailable("no acknowledgement in time"))
+        }
+    }
+}
+
+async fn original_message(state: &AppState, sequence: u64) -> ApiResult<PurchaseMessage> {
+    let raw = state
+        .topology
+        .purchases
+        .direct_get(sequence)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, sequence, "could not read the original message");
+            ApiError::Unavailable("could not read the original request; retry shortly".into())
+        })?;
+    serde_json::from_slice(&raw.payload).map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// Records the acceptance so that `GET` reads `pending` before the worker
+/// wrote anything. Retries briefly: the message is already queued, so a
+/// failure here must not turn into an error answer.
+async fn record_accepted(state: &AppState, a: &AcceptedPurchase) {
+    let value = match serde_json::to_vec(a) {
+        Ok(v) => v,
+        Err(e) => return tracing::error!(error = %e, "cannot encode acceptance"),
+    };
+    for attempt in 0..3u32 {
+        match state
+            .topology
+            .accepted
+            .create(a.purchase_id.to_string(), value.clone().into())
+            .await
+        {
+            Ok(_) => return,
+            Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+                return
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, purchase_id = %a.purchase_id, "recording acceptance failed");
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+        }
+    }
+}
+
+/// Waits for the worker's reply. A retry of an earlier request (duplicate)
+/// may have missed the reply, so it also polls PostgreSQL.
+async fn wait_for_outcome(
+    state: &AppState,
+    waiter: &mut crate::replies::Waiter,
+    id: Uuid,
+    wait: Duration,
+    poll: bool,
+) -> Option<ReplyOutcome> {
+    if wait.is_zero() {
+        return None;
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let polling = async {
+        if !poll {
+            return futures::future::pending::<PurchaseReply>().await;
+        }
+        loop {
+            if state.db_up() {
+                if let Ok(Some((view, model))) = load(&state.db, id).await {
+                    if model.status != PurchaseStatus::DeadLettered.as_str() {
+                        return PurchaseReply {
+                            v: MESSAGE_VERSION,
+                            purchase_id: id,
+                            outcome: ReplyOutcome::Completed {
+                                purchase: Box::new(view),
+                            },
+                        };
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        r = waiter.recv() => r.map(|r| r.outcome),
+        r = polling => Some(r.outcome),
+        _ = tokio::time::sleep_until(deadline) => None,
+    }
+}
+
+fn location(id: Uuid) -> String {
+    format!("/v1/purchases/{id}")
+}
+
+/// 201 succeeded, 404 unknown card, 409 other business failures.
+pub fn terminal_response(view: PurchaseView) -> Response {
+    let status = match (view.status, view.error.as_ref().map(|e| e.code.as_str())) {
+        (PurchaseStatus::Succeeded, _) => StatusCode::CREATED,
+        (PurchaseStatus::Failed, Some("GIFT_CARD_NOT_FOUND")) => StatusCode::NOT_FOUND,
+        (PurchaseStatus::Failed, _) => StatusCode::CONFLICT,
+        (PurchaseStatus::Pending | PurchaseStatus::DeadLettered, _) => StatusCode::ACCEPTED,
+    };
+    let loc = location(view.id);
+    (status, [(header::LOCATION, loc)], Json(view)).into_response()
+}
+
+fn pending_response(view: PurchaseView) -> Response {
+    let loc = location(view.id);
+    (StatusCode::ACCEPTED, [(header::LOCATION, loc)], Json(view)).into_response()
+}
+
+/// A purchase, for its owner or an admin.
+#[utoipa::path(
+    get, path = "/v1/purchases/{id}", tag = "purchases",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = PurchaseView),
+        (status = 404, body = ErrorBody),
+        (status = 503, description = "PostgreSQL unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_purchase(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<PurchaseView>> {
+    let visible = |owner: &str| caller.admin || owner == caller.user.as_str();
+    if let Some((view, _)) = load(&state.db, id).await? {
+        return if visible(&view.user_id) {
+            Ok(Json(view))
+        } else {
+            Err(ApiError::not_found())
+        };
+    }
+    let entry = state
+        .topology
+        .accepted
+        .get(id.to_string())
+        .await
+        .map_err(|_| ApiError::Unavailable("the queue is unavailable; retry shortly".into()))?;
+    match entry.and_then(|b| serde_json::from_slice::<AcceptedPurchase>(&b).ok()) {
+        Some(a) if visible(&a.user_id) => Ok(Json(pending_view(&a))),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// 1..=100, default 20.
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PurchasePage {
+    pub items: Vec<PurchaseView>,
+    pub next_cursor: Option<String>,
+}
+
+fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    hex::encode(format!("{}|{id}", at.to_rfc3339()))
+}
+
+fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let raw = String::from_utf8(hex::decode(s).ok()?).ok()?;
+    let (at, id) = raw.split_once('|')?;
+    Some((
+        DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
+        id.parse().ok()?,
+    ))
+}
+
+/// The caller's processed purchases, newest first.
+#[utoipa::path(
+    get, path = "/v1/purchases", tag = "purchases", params(ListParams),
+    responses((status = 200, body = PurchasePage), (status = 400, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_purchases(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<PurchasePage>> {
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::BadRequest(
+            "limit must be between 1 and 100".into(),
+        ));
+    }
+    let mut q = purchase::Entity::find().filter(purchase::Column::UserId.eq(caller.user.as_str()));
+    if let Some(c) = params.cursor.as_deref() {
+        let (at, id) = decode_cursor(c)
+            .ok_or_else(|| ApiError::BadRequest("cursor is not one this api issued".into()))?;
+        q = q.filter(
+            Condition::any()
+                .add(purchase::Column::CreatedAt.lt(at))
+                .add(
+                    Condition::all()
+                        .add(purchase::Column::CreatedAt.eq(at))
+                        .add(purchase::Column::Id.lt(id)),
+                ),
+        );
+    }
+    let mut rows = q
+        .order_by_desc(purchase::Column::CreatedAt)
+        .order_by_desc(purchase::Column::Id)
+        .limit(limit + 1)
+        .all(&state.db)
+        .await?;
+    let next_cursor = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| encode_cursor(r.created_at, r.id))
+    } else {
+        None
+    };
+    let ids: Vec<Uuid> = rows
+        .iter()
+        .filter(|r| r.status == PurchaseStatus::Succeeded.as_str())
+        .map(|r| r.id)
+        .collect();
+    let mut codes = codes_of(&state.db, &ids).await?;
+    let items = rows
+        .iter()
+        .map(|r| view_of(r, codes.remove(&r.id).unwrap_or_default()))
+        .collect();
+    Ok(Json(PurchasePage { items, next_cursor }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips() {
+        let at = Utc::now();
+        let id = Uuid::new_v4();
+        let (a, i) = decode_cursor(&encode_cursor(at, id)).unwrap();
+        assert_eq!((a.timestamp_micros(), i), (at.timestamp_micros(), id));
+        assert!(decode_cursor("zz").is_none());
+    }
+}

@@ -1,0 +1,524 @@
+//! One batch of one partition, in one PostgreSQL transaction.
+//!
+//! The partition's owner is the only writer of its cards' codes, so the
+//! batch needs no row locks on codes and no optimistic retries: it reads
+//! each card's soonest-expiring available codes once, assigns them in
+//! stream order in memory, and writes everything back with a handful of
+//! set-based statements. The fencing check at the start makes a stale owner
+//! (one whose lease has passed to another worker) unable to commit.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use giftcard_shared::contract::{PurchaseErrorView, PurchaseMessage, PurchaseView, ReplyOutcome};
+use giftcard_shared::domain::{money_string, FailureCode, PurchaseStatus};
+use giftcard_shared::entities::purchase;
+use giftcard_shared::purchases::{codes_of, view_of};
+use rust_decimal::Decimal;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, FromQueryResult, QueryFilter, Statement, TransactionTrait, Value,
+};
+use uuid::Uuid;
+
+/// A decoded message of the batch, with its stream position.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub message: PurchaseMessage,
+    pub sequence: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// A newer owner holds the partition: nothing was committed.
+    #[error("fenced off: partition {partition} has a newer owner")]
+    Fenced { partition: u16 },
+    /// Codes changed under us (an admin withdrew one mid-batch): retry.
+    #[error("activation codes changed concurrently; retrying")]
+    CodesChanged,
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+impl BatchError {
+    /// Whether the database could not be reached at all (as opposed to a
+    /// statement failing), so that splitting the batch would not help.
+    pub fn is_connectivity(&self) -> bool {
+        matches!(self, Self::Db(DbErr::Conn(_) | DbErr::ConnectionAcquire(_)))
+            || matches!(self, Self::Db(e) if {
+                let s = e.to_string();
+                s.contains("connection") || s.contains("timed out") || s.contains("I/O")
+            })
+    }
+}
+
+/// Who is committing: the partition and its fencing token.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub partition: u16,
+    pub token: i64,
+    pub owner: String,
+}
+
+#[derive(FromQueryResult)]
+struct CardRow {
+    id: Uuid,
+    price: Decimal,
+    active: bool,
+}
+
+#[derive(FromQueryResult)]
+struct WalletRow {
+    user_id: String,
+    balance: Decimal,
+}
+
+#[derive(FromQueryResult)]
+struct CodeRow {
+    gift_card_id: Uuid,
+    id: Uuid,
+    code: String,
+}
+
+/// A purchase decided in this batch, to be written.
+struct Decided {
+    item_index: usize,
+    status: PurchaseStatus,
+    failure: Option<FailureCode>,
+    unit_price: Option<Decimal>,
+    total: Option<Decimal>,
+    codes: Vec<(Uuid, String)>,
+}
+
+/// What to answer for each item, in the batch's order.
+pub type Outcomes = Vec<ReplyOutcome>;
+
+/// Processes `items` (stream order) in one transaction.
+pub async fn process(
+    db: &DatabaseConnection,
+    fence: &Fence,
+    items: &[Item],
+) -> Result<Outcomes, BatchError> {
+    let txn = db.begin().await?;
+    check_fence(&txn, fence).await?;
+
+    let ids: Vec<Uuid> = items.iter().map(|i| i.message.purchase_id).collect();
+    let existing: HashMap<Uuid, purchase::Model> = purchase::Entity::find()
+        .filter(purchase::Column::Id.is_in(ids.clone()))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m))
+        .collect();
+
+    let card_ids: Vec<Uuid> = unique(items.iter().map(|i| i.message.gift_card_id));
+    let cards: HashMap<Uuid, CardRow> = CardRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT id, price, active FROM gift_cards WHERE id = ANY($1)",
+        [card_ids.clone().into()],
+    ))
+    .all(&txn)
+    .await?
+    .into_iter()
+    .map(|c| (c.id, c))
+    .collect();
+
+    let users: Vec<String> = unique(items.iter().map(|i| i.message.user_id.clone()));
+    // Locked in a fixed order: a user buying in two partitions at once
+    // waits here briefly instead of overdrawing (no deadlock possible).
+    let mut balances: HashMap<String, Decimal> = WalletRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT user_id, balance FROM wallets WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
+        [users.into()],
+    ))
+    .all(&txn)
+    .await?
+    .into_iter()
+    .map(|w| (w.user_id, w.balance))
+    .collect();
+
+    let mut stock = available_codes(&txn, items, &existing, &cards).await?;
+
+    // Decide in stream order.
+    let mut outcomes: Vec<Option<ReplyOutcome>> = vec![None; items.len()];
+    let mut echo: Vec<(usize, Uuid)> = Vec::new();
+    let mut decided: Vec<Decided> = Vec::new();
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    for (idx, item) in items.iter().enumerate() {
+        let m = &item.message;
+        if let Some(prior) = existing
+            .get(&m.purchase_id)
+            .filter(|p| p.status != PurchaseStatus::DeadLettered.as_str())
+        {
+            outcomes[idx] = if prior.request_hash != m.request_hash {
+                Some(ReplyOutcome::IdempotencyKeyReused)
+            } else {
+                echo.push((idx, m.purchase_id));
+                None
+            };
+            continue;
+        }
+        if !seen.insert(m.purchase_id) {
+            // Same purchase twice in one batch (a replay racing its original).
+            let first = items
+                .iter()
+                .position(|i| i.message.purchase_id == m.purchase_id)
+                .unwrap_or(idx);
+            if items[first].message.request_hash != m.request_hash {
+                outcomes[idx] = Some(ReplyOutcome::IdempotencyKeyReused);
+            } else {
+                echo.push((idx, m.purchase_id));
+            }
+            continue;
+        }
+        decided.push(decide(idx, m, &cards, &mut balances, &mut stock));
+    }
+
+    let now = Utc::now().trunc_subsecs(6);
+    write(&txn, fence, items, &decided, now).await?;
+    let echo_ids: Vec<Uuid> = echo.iter().map(|(_, id)| *id).collect();
+    let mut echo_codes = codes_of(&txn, &echo_ids).await?;
+    txn.commit().await?;
+
+    let mut views: HashMap<Uuid, PurchaseView> = HashMap::new();
+    for d in &decided {
+        let item = &items[d.item_index];
+        let view = decided_view(item, d, now);
+        views.insert(item.message.purchase_id, view.clone());
+        outcomes[d.item_index] = Some(ReplyOutcome::Completed {
+            purchase: Box::new(view),
+        });
+    }
+    for (idx, id) in echo {
+        let view = match (views.get(&id), existing.get(&id)) {
+            (Some(v), _) => v.clone(),
+            (None, Some(prior)) => view_of(prior, echo_codes.remove(&id).unwrap_or_default()),
+            (None, None) => unreachable!("echoed purchases are stored or decided"),
+        };
+        outcomes[idx] = Some(ReplyOutcome::Completed {
+            purchase: Box::new(view),
+        });
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.expect("every item has an outcome"))
+        .collect())
+}
+
+fn unique<T: std::hash::Hash + Eq + Clone>(it: impl Iterator<Item = T>) -> Vec<T> {
+    let mut seen = HashSet::new();
+    it.filter(|x| seen.insert(x.clone())).collect()
+}
+
+async fn check_fence(txn: &DatabaseTransaction, fence: &Fence) -> Result<(), BatchError> {
+    let row = txn
+        .query_one(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO partition_fences (partition, token, owner, updated_at) VALUES ($1, $2, $3, now()) \
+             ON CONFLICT (partition) DO UPDATE SET token = EXCLUDED.token, owner = EXCLUDED.owner, updated_at = now() \
+             WHERE partition_fences.token <= EXCLUDED.token RETURNING token",
+            [i32::from(fence.partition).into(), fence.token.into(), fence.owner.clone().into()],
+        ))
+        .await?;
+    match row {
+        Some(_) => Ok(()),
+        None => Err(BatchError::Fenced {
+            partition: fence.partition,
+        }),
+    }
+}
+
+/// Each card's soonest-expiring available codes, as many as the batch could
+/// need, in one statement.
+async fn available_codes(
+    txn: &DatabaseTransaction,
+    items: &[Item],
+    existing: &HashMap<Uuid, purchase::Model>,
+    cards: &HashMap<Uuid, CardRow>,
+) -> Result<HashMap<Uuid, std::collections::VecDeque<(Uuid, String)>>, DbErr> {
+    let mut need: HashMap<Uuid, i64> = HashMap::new();
+    for i in items {
+        let m = &i.message;
+        let stored = existing
+            .get(&m.purchase_id)
+            .is_some_and(|p| p.status != PurchaseStatus::DeadLettered.as_str());
+        if !stored && cards.get(&m.gift_card_id).is_some_and(|c| c.active) {
+            *need.entry(m.gift_card_id).or_default() += i64::from(m.quantity);
+        }
+    }
+    let mut out: HashMap<Uuid, std::collections::VecDeque<(Uuid, String)>> = HashMap::new();
+    if need.is_empty() {
+        return Ok(out);
+    }
+    let (card_ids, limits): (Vec<Uuid>, Vec<i64>) = need.into_iter().unzip();
+    let rows = CodeRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT n.card AS gift_card_id, c.id, c.code \
+         FROM unnest($1::uuid[], $2::bigint[]) AS n(card, want) \
+         CROSS JOIN LATERAL ( \
+             SELECT a.id, a.code, a.expires_on FROM activation_codes a \
+             WHERE a.gift_card_id = n.card AND NOT a.is_used AND a.deleted_at IS NULL \
+               AND (a.expires_on IS NULL OR a.expires_on > now()) \
+             ORDER BY a.expires_on ASC NULLS LAST, a.id \
+             LIMIT n.want) c \
+         ORDER BY n.card, c.expires_on ASC NULLS LAST, c.id",
+        [card_ids.into(), limits.into()],
+    ))
+    .all(txn)
+    .await?;
+    for r in rows {
+        out.entry(r.gift_card_id)
+            .or_default()
+            .push_back((r.id, r.code));
+    }
+    Ok(out)
+}
+
+fn decide(
+    idx: usize,
+    m: &PurchaseMessage,
+    cards: &HashMap<Uuid, CardRow>,
+    balances: &mut HashMap<String, Decimal>,
+    stock: &mut HashMap<Uuid, std::collections::VecDeque<(Uuid, String)>>,
+) -> Decided {
+    let fail = |failure, unit: Option<Decimal>| Decided {
+        item_index: idx,
+        status: PurchaseStatus::Failed,
+        failure: Some(failure),
+        unit_price: unit,
+        total: unit.map(|u| u * Decimal::from(m.quantity)),
+        codes: Vec::new(),
+    };
+    let Some(card) = cards.get(&m.gift_card_id) else {
+        return fail(FailureCode::GiftCardNotFound, None);
+    };
+    if !card.active {
+        return fail(FailureCode::GiftCardInactive, Some(card.price));
+    }
+    let qty = usize::from(m.quantity);
+    let total = card.price * Decimal::from(m.quantity);
+    let available = stock.get(&m.gift_card_id).map_or(0, |s| s.len());
+    if available < qty {
+        return fail(FailureCode::ActivationCodesNotAvailable, Some(card.price));
+    }
+    let balance = balances.entry(m.user_id.clone()).or_insert(Decimal::ZERO);
+    if *balance < total {
+        return fail(FailureCode::InsufficientFunds, Some(card.price));
+    }
+    *balance -= total;
+    let pool = stock.get_mut(&m.gift_card_id).expect("checked above");
+    Decided {
+        item_index: idx,
+        status: PurchaseStatus::Succeeded,
+        failure: None,
+        unit_price: Some(card.price),
+        total: Some(total),
+        codes: pool.drain(..qty).collect(),
+    }
+}
+
+/// `($1,$2,…),($n,…)` with `cols` placeholders per row, each cast to its type.
+fn values_clause(rows: usize, casts: &[&str]) -> String {
+    let mut s = String::with_capacity(rows * casts.len() * 12);
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for (c, cast) in casts.iter().enumerate() {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!("${}::{cast}", r * casts.len() + c + 1));
+        }
+        s.push(')');
+    }
+    s
+}
+
+async fn write(
+    txn: &DatabaseTransaction,
+    fence: &Fence,
+    items: &[Item],
+    decided: &[Decided],
+    now: DateTime<Utc>,
+) -> Result<(), BatchError> {
+    // Codes: claim exactly the ones decided, still available.
+    let claims: Vec<(Uuid, Uuid)> = decided
+        .iter()
+        .flat_map(|d| {
+            let pid = items[d.item_index].message.purchase_id;
+            d.codes.iter().map(move |(code_id, _)| (*code_id, pid))
+        })
+        .collect();
+    for chunk in claims.chunks(4000) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
+        for (code_id, pid) in chunk {
+            values.push((*code_id).into());
+            values.push((*pid).into());
+        }
+        let sql = format!(
+            "UPDATE activation_codes a SET is_used = TRUE, purchase_id = v.pid FROM (VALUES {}) AS v(id, pid) \
+             WHERE a.id = v.id AND NOT a.is_used AND a.deleted_at IS NULL \
+               AND (a.expires_on IS NULL OR a.expires_on > now())",
+            values_clause(chunk.len(), &["uuid", "uuid"])
+        );
+        let n = txn
+            .execute(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await?
+            .rows_affected();
+        if n != chunk.len() as u64 {
+            return Err(BatchError::CodesChanged);
+        }
+    }
+
+    // Wallets and ledger.
+    let mut debits: HashMap<&str, Decimal> = HashMap::new();
+    let mut ledger: Vec<Value> = Vec::new();
+    let mut ledger_rows = 0;
+    for d in decided
+        .iter()
+        .filter(|d| d.status == PurchaseStatus::Succeeded)
+    {
+        let m = &items[d.item_index].message;
+        let total = d.total.expect("succeeded has a total");
+        *debits.entry(m.user_id.as_str()).or_default() += total;
+        ledger.extend([
+            Uuid::new_v4().into(),
+            m.user_id.clone().into(),
+            (-total).into(),
+            m.purchase_id.into(),
+        ]);
+        ledger_rows += 1;
+    }
+    if !debits.is_empty() {
+        let mut values: Vec<Value> = Vec::new();
+        for (u, amt) in &debits {
+            values.push((*u).into());
+            values.push((*amt).into());
+        }
+        let sql = format!(
+            "UPDATE wallets w SET balance = w.balance - v.amt, updated_at = now() FROM (VALUES {}) AS v(u, amt) WHERE w.user_id = v.u",
+            values_clause(debits.len(), &["text", "numeric"])
+        );
+        txn.execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+        let sql = format!(
+            "INSERT INTO wallet_entries (id, user_id, kind, amount, purchase_id) \
+             SELECT v.id, v.u, 'purchase', v.amt, v.pid FROM (VALUES {}) AS v(id, u, amt, pid) \
+             ON CONFLICT (purchase_id) DO NOTHING",
+            values_clause(ledger_rows, &["uuid", "text", "numeric", "uuid"])
+        );
+        txn.execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            ledger,
+        ))
+        .await?;
+    }
+
+    // Purchases (a dead-lettered row being replayed is overwritten).
+    if decided.is_empty() {
+        return Ok(());
+    }
+    const CASTS: [&str; 15] = [
+        "uuid",
+        "text",
+        "uuid",
+        "int2",
+        "numeric",
+        "numeric",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "int8",
+        "int4",
+        "timestamptz",
+        "timestamptz",
+    ];
+    let mut values: Vec<Value> = Vec::with_capacity(decided.len() * CASTS.len());
+    for d in decided {
+        let item = &items[d.item_index];
+        let m = &item.message;
+        values.extend([
+            m.purchase_id.into(),
+            m.user_id.clone().into(),
+            m.gift_card_id.into(),
+            i16::from(m.quantity).into(),
+            d.unit_price.into(),
+            d.total.into(),
+            d.status.as_str().into(),
+            d.failure.map(|f| f.as_str().to_owned()).into(),
+            d.failure.map(|f| f.message().to_owned()).into(),
+            m.idempotency_key.clone().into(),
+            m.request_hash.clone().into(),
+            (item.sequence as i64).into(),
+            i32::from(fence.partition).into(),
+            m.accepted_at.into(),
+            now.into(),
+        ]);
+    }
+    let sql = format!(
+        "INSERT INTO purchases (id, user_id, gift_card_id, quantity, unit_price, total, status, error_code, \
+           error_message, idempotency_key, request_hash, stream_sequence, partition, created_at, completed_at) \
+         SELECT v.* FROM (VALUES {}) AS v \
+         ON CONFLICT (id) DO UPDATE SET unit_price = EXCLUDED.unit_price, total = EXCLUDED.total, \
+           status = EXCLUDED.status, error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message, \
+           stream_sequence = EXCLUDED.stream_sequence, partition = EXCLUDED.partition, completed_at = EXCLUDED.completed_at \
+         WHERE purchases.status = 'dead_lettered'",
+        values_clause(decided.len(), &CASTS)
+    );
+    txn.execute(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await?;
+    Ok(())
+}
+
+fn decided_view(item: &Item, d: &Decided, now: DateTime<Utc>) -> PurchaseView {
+    let m = &item.message;
+    PurchaseView {
+        id: m.purchase_id,
+        user_id: m.user_id.clone(),
+        gift_card_id: m.gift_card_id,
+        quantity: m.quantity,
+        status: d.status,
+        unit_price: d.unit_price.map(money_string),
+        total: d.total.map(money_string),
+        // Sorted, as reads from PostgreSQL return them.
+        activation_codes: (d.status == PurchaseStatus::Succeeded).then(|| {
+            let mut codes: Vec<String> = d.codes.iter().map(|(_, c)| c.clone()).collect();
+            codes.sort();
+            codes
+        }),
+        error: d.failure.map(PurchaseErrorView::from_code),
+        sequence: item.sequence,
+        created_at: m.accepted_at,
+        completed_at: Some(now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_clause_numbers_and_casts_placeholders() {
+        assert_eq!(
+            values_clause(2, &["uuid", "text"]),
+            "($1::uuid,$2::text),($3::uuid,$4::text)"
+        );
+    }
+}

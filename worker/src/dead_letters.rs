@@ -1,0 +1,203 @@
+//! Dead letters: publishing a message the worker gives up on to
+//! `PURCHASES_DLQ` (with its reason, attempts and origin in headers), and
+//! indexing that stream into PostgreSQL so operators can list, replay and
+//! discard, and the purchase reads `dead_lettered` instead of `pending`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::message::PublishMessage as Publish;
+use async_nats::jetstream::{self, AckKind};
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use giftcard_shared::contract::*;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Namespace of dead-letter ids: one id per original stream sequence, so a
+/// dead-lettering retried after a crash does not create a second entry.
+const DLQ_NAMESPACE: Uuid = Uuid::from_u128(0x2d1e_57c0_44a3_4b8e_9a55_0f3c_6e7d_8a9b);
+
+/// Why a message is dead-lettered.
+#[derive(Debug, Clone)]
+pub struct Reason {
+    pub text: String,
+    pub attempts: u32,
+}
+
+/// Publishes `msg` to the dead-letter stream and waits for the PubAck. The
+/// caller acks the original only after this succeeds.
+pub async fn publish(
+    js: &jetstream::Context,
+    msg: &jetstream::Message,
+    decoded: Option<&PurchaseMessage>,
+    reason: &Reason,
+) -> anyhow::Result<Uuid> {
+    let info = msg
+        .info()
+        .map_err(|e| anyhow::anyhow!("message without info: {e}"))?;
+    let seq = info.stream_sequence;
+    let id = Uuid::new_v5(&DLQ_NAMESPACE, seq.to_string().as_bytes());
+    let card = decoded
+        .map(|m| m.gift_card_id)
+        .or_else(|| card_of_subject(&msg.subject));
+    let mut h = HeaderMap::new();
+    h.insert(HEADER_DLQ_ID, id.to_string().as_str());
+    h.insert(HEADER_DLQ_REASON, truncate(&reason.text, 1000).as_str());
+    h.insert(HEADER_DLQ_ATTEMPTS, reason.attempts.to_string().as_str());
+    h.insert(HEADER_DLQ_SUBJECT, msg.subject.as_str());
+    h.insert(HEADER_DLQ_SEQUENCE, seq.to_string().as_str());
+    if let Some(m) = decoded {
+        h.insert(HEADER_DLQ_PURCHASE_ID, m.purchase_id.to_string().as_str());
+        h.insert(HEADER_DLQ_USER_ID, m.user_id.as_str());
+    }
+    if let Some(c) = card {
+        h.insert(HEADER_DLQ_GIFT_CARD_ID, c.to_string().as_str());
+    }
+    let subject = format!(
+        "{DLQ_SUBJECT_PREFIX}.{}",
+        card.map_or_else(|| "unknown".to_owned(), |c| c.to_string())
+    );
+    let publish = Publish::build()
+        .payload(msg.payload.clone())
+        .headers(h)
+        .message_id(format!("dlq:{seq}"));
+    js.send_publish(subject, publish).await?.await?;
+    metrics::counter!("giftcard_worker_dead_lettered_total").increment(1);
+    tracing::warn!(dead_letter = %id, sequence = seq, subject = %msg.subject, reason = %reason.text,
+        attempts = reason.attempts, "message dead-lettered");
+    Ok(id)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    // Header values must be one line.
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    one_line.chars().take(max).collect()
+}
+
+fn header<'a>(h: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    h?.get(name).map(|v| v.as_str())
+}
+
+/// Indexes the dead-letter stream into PostgreSQL until `shutdown`;
+/// retries (without acking) while PostgreSQL is down.
+pub async fn run_indexer(
+    consumer: PullConsumer,
+    db: DatabaseConnection,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "dead-letter indexer cannot pull; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = messages.next() => m,
+            };
+            let msg = match msg {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "dead-letter pull interrupted");
+                    continue;
+                }
+                None => break,
+            };
+            match index(&db, &msg).await {
+                Ok(()) => {
+                    let _ = msg.ack().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot index dead letter yet; will retry");
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+async fn index(db: &DatabaseConnection, msg: &jetstream::Message) -> anyhow::Result<()> {
+    let info = msg.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dlq_seq = info.stream_sequence as i64;
+    let h = msg.headers.as_ref();
+    let id: Uuid = header(h, HEADER_DLQ_ID)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| Uuid::new_v5(&DLQ_NAMESPACE, format!("dlq-seq:{dlq_seq}").as_bytes()));
+    let reason = header(h, HEADER_DLQ_REASON).unwrap_or("unknown").to_owned();
+    let attempts: i32 = header(h, HEADER_DLQ_ATTEMPTS)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let subject = header(h, HEADER_DLQ_SUBJECT).unwrap_or("").to_owned();
+    let partition: i32 = subject
+        .split('.')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(-1);
+    let published = chrono::DateTime::from_timestamp(
+        info.published.unix_timestamp(),
+        info.published.nanosecond(),
+    )
+    .unwrap_or_else(chrono::Utc::now);
+    let orig_seq: i64 = header(h, HEADER_DLQ_SEQUENCE)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let decoded = serde_json::from_slice::<PurchaseMessage>(&msg.payload).ok();
+    let card: Option<Uuid> = header(h, HEADER_DLQ_GIFT_CARD_ID).and_then(|s| s.parse().ok());
+    let txn = db.begin().await?;
+    txn.execute(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "INSERT INTO dead_letters (id, purchase_id, gift_card_id, user_id, reason, attempts, original_subject, \
+           original_sequence, dlq_sequence, dead_lettered_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+        [
+            id.into(),
+            decoded.as_ref().map(|m| m.purchase_id).into(),
+            card.into(),
+            decoded.as_ref().map(|m| m.user_id.clone()).into(),
+            reason.clone().into(),
+            attempts.into(),
+            subject.into(),
+            orig_seq.into(),
+            dlq_seq.into(),
+            published.into(),
+        ],
+    ))
+    .await?;
+    if let Some(m) = decoded.as_ref().filter(|m| (1..=10).contains(&m.quantity)) {
+        txn.execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO purchases (id, user_id, gift_card_id, quantity, status, error_code, error_message, \
+               idempotency_key, request_hash, stream_sequence, partition, created_at) \
+             VALUES ($1, $2, $3, $4, 'dead_lettered', 'DEAD_LETTERED', $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (id) DO NOTHING",
+            [
+                m.purchase_id.into(),
+                m.user_id.clone().into(),
+                m.gift_card_id.into(),
+                i16::from(m.quantity).into(),
+                format!("dead-lettered after {attempts} attempt(s): {reason}").into(),
+                m.idempotency_key.clone().into(),
+                m.request_hash.clone().into(),
+                orig_seq.into(),
+                partition.into(),
+                m.accepted_at.into(),
+            ],
+        ))
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}

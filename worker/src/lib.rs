@@ -1,0 +1,115 @@
+//! The gift-card worker.
+//!
+//! - [`run`] verifies the topology, takes its partitions, runs one loop per
+//!   owned partition plus the dead-letter indexer, and serves `/healthz`,
+//!   `/readyz` and `/metrics`; tests call it with their own listener,
+//!   database, NATS client and shutdown token.
+//! - [`partition`]: the per-partition pull → batch → reply → ack loop.
+//! - [`batch`]: one batch in one PostgreSQL transaction (fenced).
+//! - [`dead_letters`]: dead-lettering and the dead-letter indexer.
+//! - [`ownership`]: which partitions this worker owns, with fencing tokens.
+//! - [`ops`]: the operational HTTP endpoints.
+
+pub mod batch;
+pub mod dead_letters;
+pub mod ops;
+pub mod ownership;
+pub mod partition;
+
+use std::sync::Arc;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use giftcard_shared::config::WorkerSettings;
+use giftcard_shared::contract::consumer_name;
+use giftcard_shared::topology::{self, TopologyOptions, DLQ_INDEX_CONSUMER};
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::partition::Ctx;
+
+/// Topology options as the worker configures them.
+pub fn topology_options(settings: &WorkerSettings) -> TopologyOptions {
+    let mut opts =
+        TopologyOptions::new(settings.common.partitions, settings.common.stream_replicas);
+    opts.ack_wait = settings.ack_wait;
+    opts.max_ack_pending = settings.batch_size as i64;
+    opts
+}
+
+/// Runs the worker until `shutdown` is cancelled; then each partition loop
+/// finishes (or naks) its batch before this returns.
+pub async fn run(
+    settings: WorkerSettings,
+    listener: TcpListener,
+    db: DatabaseConnection,
+    nats: async_nats::Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(nats.clone());
+    let opts = topology_options(&settings);
+    let topology = topology::ensure(&js, &opts).await?;
+    topology::ensure_consumers(&topology, &opts).await?;
+
+    let ops_state = ops::OpsState::new(nats.clone(), db.clone());
+    tracing::info!(addr = %listener.local_addr()?, "worker ops endpoints listening");
+    let ops_shutdown = shutdown.clone();
+    let ops_server = tokio::spawn(async move {
+        axum::serve(listener, ops::router(ops_state))
+            .with_graceful_shutdown(ops_shutdown.cancelled_owned())
+            .await
+    });
+
+    let ctx = Arc::new(Ctx {
+        settings: settings.clone(),
+        db: db.clone(),
+        nats,
+        js,
+    });
+    let ownership = ownership::Ownership::new(settings.common.partitions);
+    tracing::info!(owner = %ownership.owner(), partitions = settings.common.partitions, "worker started");
+
+    let mut tasks = JoinSet::new();
+    for p in ownership.partitions() {
+        let consumer: PullConsumer = topology
+            .purchases
+            .get_consumer(&consumer_name(p))
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer of partition {p} missing: {e}"))?;
+        let fence = ownership.fence(p);
+        let (ctx, stop) = (ctx.clone(), shutdown.child_token());
+        tasks.spawn(async move {
+            let exit = partition::run(ctx, consumer, fence, stop).await;
+            (p, exit)
+        });
+    }
+    metrics::gauge!("giftcard_worker_partitions_owned").set(tasks.len() as f64);
+
+    let dlq_consumer: PullConsumer = topology
+        .dlq
+        .get_consumer(DLQ_INDEX_CONSUMER)
+        .await
+        .map_err(|e| anyhow::anyhow!("dead-letter consumer missing: {e}"))?;
+    tasks.spawn({
+        let (db, stop) = (db.clone(), shutdown.child_token());
+        async move {
+            dead_letters::run_indexer(dlq_consumer, db, stop).await;
+            (u16::MAX, partition::Exit::Shutdown)
+        }
+    });
+
+    while let Some(res) = tasks.join_next().await {
+        match res {
+            Ok((p, partition::Exit::Fenced)) => {
+                metrics::gauge!("giftcard_worker_partitions_owned").decrement(1.0);
+                tracing::warn!(partition = p, "partition released after fencing");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "a worker task failed"),
+        }
+    }
+    let _ = ops_server.await;
+    tracing::info!("worker stopped");
+    Ok(())
+}

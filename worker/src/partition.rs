@@ -1,0 +1,319 @@
+//! The loop of one owned partition: pull in order, decode, process a batch
+//! in one transaction, reply, then ack. Poison messages go to the
+//! dead-letter stream at once; a batch failing for a technical reason is
+//! retried in place with exponential backoff (holding its messages, so
+//! nothing of the same card overtakes it), split to isolate a bad message,
+//! and dead-lettered after `max_attempts`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{self, AckKind};
+use futures::{FutureExt, StreamExt};
+use giftcard_shared::config::WorkerSettings;
+use giftcard_shared::contract::{
+    card_of_subject, PurchaseMessage, PurchaseReply, ReplyOutcome, HEADER_REPLY_TO, MESSAGE_VERSION,
+};
+use giftcard_shared::domain::UserId;
+use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{self, BatchError, Fence, Item};
+use crate::dead_letters::{self, Reason};
+
+/// What a partition loop needs.
+pub struct Ctx {
+    pub settings: WorkerSettings,
+    pub db: DatabaseConnection,
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+/// Why a partition loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    Shutdown,
+    Fenced,
+}
+
+struct Pulled {
+    msg: jetstream::Message,
+    sequence: u64,
+    delivered: i64,
+}
+
+/// Runs partition `fence.partition` until `stop` is cancelled or a newer
+/// owner fences this one off.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    consumer: PullConsumer,
+    fence: Fence,
+    stop: CancellationToken,
+) -> Exit {
+    let batch_size = ctx.settings.batch_size;
+    loop {
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(batch_size)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(partition = fence.partition, error = %e, "cannot pull; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return Exit::Shutdown,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return Exit::Shutdown,
+                m = messages.next() => m,
+            };
+            let first = match first {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::debug!(partition = fence.partition, error = %e, "pull interrupted");
+                    continue;
+                }
+                None => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < batch_size {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(m))) => batch.push(m),
+                    _ => break,
+                }
+            }
+            let pulled = batch
+                .into_iter()
+                .filter_map(|msg| {
+                    let info = msg.info().ok()?;
+                    let (sequence, delivered) = (info.stream_sequence, info.delivered);
+                    Some(Pulled {
+                        msg,
+                        sequence,
+                        delivered,
+                    })
+                })
+                .collect();
+            if handle(&ctx, &fence, pulled, &stop).await == Some(Exit::Fenced) {
+                return Exit::Fenced;
+            }
+        }
+    }
+}
+
+/// Checks a message's payload against the contract.
+fn decode(msg: &jetstream::Message) -> Result<PurchaseMessage, String> {
+    let m: PurchaseMessage = serde_json::from_slice(&msg.payload).map_err(|e| {
+        // Probe for the version first, to say "unknown version" plainly.
+        match serde_json::from_slice::<serde_json::Value>(&msg.payload)
+            .ok()
+            .and_then(|v| v.get("v").and_then(serde_json::Value::as_u64))
+        {
+            Some(v) if v != u64::from(MESSAGE_VERSION) => format!("unknown message version {v}"),
+            _ => format!("undecodable payload: {e}"),
+        }
+    })?;
+    if m.v != MESSAGE_VERSION {
+        return Err(format!("unknown message version {}", m.v));
+    }
+    if card_of_subject(&msg.subject) != Some(m.gift_card_id) {
+        return Err(format!(
+            "gift_card_id {} does not match subject {}",
+            m.gift_card_id, msg.subject
+        ));
+    }
+    if !(1..=10).contains(&m.quantity) {
+        return Err(format!("quantity {} out of range", m.quantity));
+    }
+    UserId::parse(&m.user_id).map_err(|e| e.0)?;
+    Ok(m)
+}
+
+/// Processes one pulled batch. Returns `Some(Exit)` if the loop must end.
+async fn handle(
+    ctx: &Ctx,
+    fence: &Fence,
+    pulled: Vec<Pulled>,
+    stop: &CancellationToken,
+) -> Option<Exit> {
+    let started = Instant::now();
+    let mut good: Vec<(Pulled, Item)> = Vec::with_capacity(pulled.len());
+    for p in pulled {
+        match decode(&p.msg) {
+            Ok(message) => {
+                let item = Item {
+                    message,
+                    sequence: p.sequence,
+                };
+                good.push((p, item));
+            }
+            Err(reason) => {
+                let reason = Reason {
+                    text: reason,
+                    attempts: p.delivered as u32,
+                };
+                dead_letter_and_ack(ctx, &p, None, &reason).await;
+            }
+        }
+    }
+    if good.is_empty() {
+        return None;
+    }
+    metrics::histogram!("giftcard_worker_batch_size").record(good.len() as f64);
+    let exit = process_with_retries(ctx, fence, &good, stop).await;
+    metrics::histogram!("giftcard_worker_batch_seconds").record(started.elapsed().as_secs_f64());
+    exit
+}
+
+async fn process_with_retries(
+    ctx: &Ctx,
+    fence: &Fence,
+    good: &[(Pulled, Item)],
+    stop: &CancellationToken,
+) -> Option<Exit> {
+    let items: Vec<Item> = good.iter().map(|(_, i)| i.clone()).collect();
+    let prior_deliveries = good
+        .iter()
+        .map(|(p, _)| p.delivered)
+        .max()
+        .unwrap_or(1)
+        .max(1) as u32
+        - 1;
+    let mut attempt = prior_deliveries;
+    let mut delay = ctx.settings.retry_base;
+    loop {
+        attempt += 1;
+        let txn_started = Instant::now();
+        let result = batch::process(&ctx.db, fence, &items).await;
+        metrics::histogram!("giftcard_worker_transaction_seconds")
+            .record(txn_started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcomes) => {
+                finish(ctx, good, outcomes).await;
+                return None;
+            }
+            Err(BatchError::Fenced { partition }) => {
+                metrics::counter!("giftcard_worker_fenced_batches_total").increment(1);
+                tracing::warn!(
+                    partition,
+                    "fenced off by a newer owner; releasing the partition"
+                );
+                for (p, _) in good {
+                    let _ = p.msg.ack_with(AckKind::Nak(None)).await;
+                }
+                return Some(Exit::Fenced);
+            }
+            Err(e)
+                if good.len() > 1
+                    && !e.is_connectivity()
+                    && !matches!(e, BatchError::CodesChanged) =>
+            {
+                // A statement failed: find the culprit by processing one by one.
+                tracing::warn!(partition = fence.partition, error = %e, "batch failed; retrying its messages one by one");
+                for one in good {
+                    let exit = Box::pin(process_with_retries(
+                        ctx,
+                        fence,
+                        std::slice::from_ref(one),
+                        stop,
+                    ))
+                    .await;
+                    if exit.is_some() {
+                        return exit;
+                    }
+                }
+                return None;
+            }
+            Err(e) => {
+                metrics::counter!("giftcard_worker_batch_failures_total").increment(1);
+                if attempt >= ctx.settings.max_attempts {
+                    let reason = Reason {
+                        text: format!("technical failure: {e}"),
+                        attempts: attempt,
+                    };
+                    for (p, item) in good {
+                        dead_letter_and_ack(ctx, p, Some(&item.message), &reason).await;
+                    }
+                    return None;
+                }
+                tracing::warn!(partition = fence.partition, attempt, error = %e, retry_in = ?delay, "batch failed; will retry");
+                // Keep the messages: tell the server we are still on them.
+                for (p, _) in good {
+                    let _ = p.msg.ack_with(AckKind::Progress).await;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        for (p, _) in good {
+                            let _ = p.msg.ack_with(AckKind::Nak(None)).await;
+                        }
+                        return Some(Exit::Shutdown);
+                    }
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(ctx.settings.retry_max);
+            }
+        }
+    }
+}
+
+/// After commit: reply to waiting requests, then ack.
+async fn finish(ctx: &Ctx, good: &[(Pulled, Item)], outcomes: Vec<ReplyOutcome>) {
+    for ((p, item), outcome) in good.iter().zip(outcomes) {
+        if let ReplyOutcome::Completed { purchase } = &outcome {
+            metrics::counter!("giftcard_worker_purchases_total", "status" => purchase.status.as_str()).increment(1);
+        }
+        if let Some(reply_to) = p.msg.headers.as_ref().and_then(|h| h.get(HEADER_REPLY_TO)) {
+            let reply = PurchaseReply {
+                v: MESSAGE_VERSION,
+                purchase_id: item.message.purchase_id,
+                outcome,
+            };
+            match serde_json::to_vec(&reply) {
+                Ok(body) => {
+                    // A missing listener is fine: the client polls.
+                    let _ = ctx
+                        .nats
+                        .publish(reply_to.as_str().to_owned(), body.into())
+                        .await;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode reply"),
+            }
+        }
+    }
+    let acks = good.iter().map(|(p, _)| p.msg.ack());
+    for r in futures::future::join_all(acks).await {
+        if let Err(e) = r {
+            // The message will be redelivered and answered from the stored result.
+            tracing::warn!(error = %e, "ack failed");
+        }
+    }
+}
+
+async fn dead_letter_and_ack(
+    ctx: &Ctx,
+    p: &Pulled,
+    decoded: Option<&PurchaseMessage>,
+    reason: &Reason,
+) {
+    match dead_letters::publish(&ctx.js, &p.msg, decoded, reason).await {
+        Ok(_) => {
+            let _ = p.msg.ack_with(AckKind::Term).await;
+        }
+        Err(e) => {
+            // Not dead-lettered: leave it for redelivery rather than lose it.
+            tracing::error!(error = %e, sequence = p.sequence, "cannot dead-letter; leaving for redelivery");
+            let _ = p
+                .msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! Test harness: real NATS JetStream and PostgreSQL servers on free ports
+//! ([`servers`]), a fresh database and a fresh NATS server per test, and the
+//! api and worker started in-process on port 0 ([`TestApp`]).
+//!
+//! Tests drive the system only through the HTTP contract, plus direct SQL
+//! for the invariant checks ([`invariants`]).
+
+pub mod invariants;
+pub mod servers;
+
+use std::time::Duration;
+
+use giftcard_shared::config::{ApiSettings, CommonSettings, DatabaseUrl, Secret, WorkerSettings};
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use servers::{NatsServer, PgCluster};
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// Knobs of a test deployment.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub partitions: u16,
+    pub batch_size: usize,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub start_worker: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            partitions: 4,
+            batch_size: 64,
+            max_attempts: 8,
+            retry_base: Duration::from_millis(100),
+            start_worker: true,
+        }
+    }
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(30), self.handle).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("process failed: {e:#}"),
+            Ok(Err(e)) => panic!("process panicked: {e}"),
+            Err(_) => panic!("process did not stop within 30 s"),
+        }
+    }
+}
+
+/// One deployment: NATS, a database, the api, and (optionally) a worker.
+pub struct TestApp {
+    pub nats: NatsServer,
+    pub db: DatabaseConnection,
+    pub db_url: String,
+    pub api_url: String,
+    pub http: reqwest::Client,
+    pub options: Options,
+    api: Option<Running>,
+    worker: Option<Running>,
+}
+
+fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn,async_nats=error".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        init_logs();
+        let admin_url = servers::shared_pg_admin_url().to_owned();
+        let name = format!("t_{}", Uuid::new_v4().simple());
+        let admin = Database::connect(&admin_url)
+            .await
+            .expect("connect to the test cluster");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let db_url = match admin_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("odd admin url"),
+        };
+        let db = Database::connect(&db_url)
+            .await
+            .expect("connect test database");
+        <migration::Migrator as migration::MigratorTrait>::up(&db, None)
+            .await
+            .expect("migrations apply");
+        let nats = NatsServer::start();
+        let mut app = Self {
+            nats,
+            db,
+            db_url,
+            api_url: String::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(128)
+                .build()
+                .expect("http client"),
+            options: options.clone(),
+            api: None,
+            worker: None,
+        };
+        app.start_api().await;
+        if options.start_worker {
+            app.start_worker().await;
+        }
+        app
+    }
+
+    pub fn common(&self) -> CommonSettings {
+        CommonSettings {
+            database_url: DatabaseUrl::new(self.db_url.clone()),
+            nats_url: self.nats.url(),
+            partitions: self.options.partitions,
+            stream_replicas: 1,
+            db_max_connections: 10,
+        }
+    }
+
+    pub fn api_settings(&self) -> ApiSettings {
+        ApiSettings {
+            common: self.common(),
+            jwt_secret: Secret::new(SECRET),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            default_wait: Duration::from_secs(5),
+            publish_timeout: Duration::from_secs(5),
+        }
+    }
+
+    pub fn worker_settings(&self) -> WorkerSettings {
+        let mut s = WorkerSettings::with_defaults(self.common());
+        s.batch_size = self.options.batch_size;
+        s.max_attempts = self.options.max_attempts;
+        s.retry_base = self.options.retry_base;
+        s.retry_max = Duration::from_secs(2);
+        s.ack_wait = Duration::from_secs(10);
+        s
+    }
+
+    async fn nats_client(&self) -> async_nats::Client {
+        async_nats::connect(self.nats.url())
+            .await
+            .expect("connect to test nats")
+    }
+
+    pub async fn start_api(&mut self) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        self.api_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let settings = self.api_settings();
+        let db = giftcard_shared::db::connect(&settings.common, true)
+            .await
+            .expect("db pool");
+        let nats = self.nats_client().await;
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(giftcard_api::run(
+            settings,
+            listener,
+            db,
+            nats,
+            shutdown.clone(),
+        ));
+        self.api = Some(Running { shutdown, handle });
+        self.wait_ready(&format!("{}/readyz", self.api_url)).await;
+    }
+
+    pub async fn start_worker(&mut self) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let settings = self.worker_settings();
+        let db = giftcard_shared::db::connect(&settings.common, true)
+            .await
+            .expect("db pool");
+        let nats = self.nats_client().await;
+        let shutdown = CancellationToken::new();
+        let ready = format!("http://{}/healthz", listener.local_addr().expect("addr"));
+        let handle = tokio::spawn(giftcard_worker::run(
+            settings,
+            listener,
+            db,
+            nats,
+            shutdown.clone(),
+        ));
+        self.worker = Some(Running { shutdown, handle });
+        self.wait_ready(&ready).await;
+    }
+
+    pub async fn stop_worker(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.stop().await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_worker().await;
+        if let Some(a) = self.api.take() {
+            a.stop().await;
+        }
+    }
+
+    async fn wait_ready(&self, url: &str) {
+        for _ in 0..300 {
+            if let Ok(r) = self.http.get(url).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{url} did not become ready within 15 s");
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        giftcard_shared::auth::mint(SECRET, user, false, chrono::Duration::minutes(30))
+            .expect("mint")
+    }
+
+    pub fn admin_token(&self) -> String {
+        giftcard_shared::auth::mint(SECRET, "admin", true, chrono::Duration::minutes(30))
+            .expect("mint")
+    }
+
+    /// Sends a request; returns status, headers and the JSON body (Null if none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.api_url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, headers, json)
+    }
+
+    /// Creates a card and returns its id.
+    pub async fn create_card(&self, price: &str) -> Uuid {
+        let (s, _, b) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/admin/gift-cards",
+                Some(&self.admin_token()),
+                Some(json!({"name": "Card", "price": price, "value": price})),
+                &[],
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b["id"].as_str().expect("id").parse().expect("uuid")
+    }
+
+    /// Imports `codes` (never expiring) into `card`.
+    pub async fn import_codes(&self, card: Uuid, codes: &[String]) {
+        let rows: Vec<Value> = codes
+            .iter()
+            .map(|c| json!({"code": c, "expires_on": null}))
+            .collect();
+        let (s, _, b) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/admin/gift-cards/{card}/codes"),
+                Some(&self.admin_token()),
+                Some(json!({ "codes": rows })),
+                &[],
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+
+    /// A card with `stock` fresh codes.
+    pub async fn card_with_stock(&self, price: &str, stock: usize) -> Uuid {
+        let card = self.create_card(price).await;
+        let codes: Vec<String> = (0..stock)
+            .map(|i| format!("C{i:05}-{}", Uuid::new_v4().simple()))
+            .collect();
+        if !codes.is_empty() {
+            self.import_codes(card, &codes).await;
+        }
+        card
+    }
+
+    pub async fn credit(&self, user: &str, amount: &str) {
+        let (s, _, b) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/admin/wallets/{user}/credits"),
+                Some(&self.admin_token()),
+                Some(json!({"amount": amount, "reference": Uuid::new_v4().to_string()})),
+                &[],
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+
+    /// `POST /v1/purchases` as `user`.
+    pub async fn buy(
+        &self,
+        user: &str,
+        card: Uuid,
+        quantity: u8,
+        key: Option<&str>,
+        prefer: &str,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut headers = vec![("Prefer", prefer)];
+        if let Some(k) = key {
+            headers.push(("Idempotency-Key", k));
+        }
+        self.call(
+            reqwest::Method::POST,
+            "/v1/purchases",
+            Some(&self.token(user)),
+            Some(json!({"gift_card_id": card, "quantity": quantity})),
+            &headers,
+        )
+        .await
+    }
+
+    /// Polls `GET /v1/purchases/{id}` until it is terminal.
+    pub async fn wait_terminal(&self, user: &str, id: &str) -> Value {
+        let token = self.token(user);
+        for _ in 0..600 {
+            let (s, _, b) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/purchases/{id}"),
+                    Some(&token),
+                    None,
+                    &[],
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "GET purchase {id}: {b}");
+            if b["status"] != "pending" {
+                return b;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("purchase {id} still pending after 30 s");
+    }
+
+    pub async fn balance(&self, user: &str) -> String {
+        let (s, _, b) = self
+            .call(
+                reqwest::Method::GET,
+                "/v1/wallet",
+                Some(&self.token(user)),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["balance"].as_str().expect("balance").to_owned()
+    }
+}
+
+/// Asserts the contract's error body and code; returns the message.
+pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) -> String {
+    assert_eq!(status.as_u16(), want_status, "body: {body}");
+    assert_eq!(body["error"]["code"], want_code, "body: {body}");
+    let msg = body["error"]["message"]
+        .as_str()
+        .expect("error.message is a string");
+    assert!(!msg.is_empty());
+    msg.to_owned()
+}

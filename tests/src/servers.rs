@@ -1,0 +1,323 @@
+//! Real NATS and PostgreSQL servers for tests, on free ports.
+//!
+//! Every server runs under a tiny `sh` guardian that kills it when the
+//! guardian's stdin closes, so servers die with the test process even if it
+//! aborts. A missing binary is a failure that says what to run.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A server process under a guardian; killed (and reaped) on drop.
+pub struct Guarded {
+    guardian: Child,
+    /// The server's own pid (for signals in fault tests).
+    pub pid: u32,
+}
+
+impl Guarded {
+    /// Starts `program args…`; `as_user` runs it through `runuser`.
+    pub fn spawn(program: &Path, args: &[String], as_user: Option<&str>, log: &Path) -> Self {
+        let log_file = std::fs::File::create(log).expect("create server log");
+        let mut cmd = Command::new("sh");
+        // The guardian starts the server, prints its pid, and kills it
+        // (SIGINT, then SIGKILL) when stdin closes.
+        cmd.arg("-c").arg(
+            r#""$@" & child=$!; echo "$child"; read _unused; kill -INT "$child" 2>/dev/null; 
+               for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+                 kill -0 "$child" 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL "$child" 2>/dev/null; wait"#,
+        );
+        cmd.arg("guardian");
+        if let Some(user) = as_user {
+            cmd.args(["runuser", "-u", user, "--"]);
+        }
+        cmd.arg(program).args(args);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        let mut guardian = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let mut line = String::new();
+        BufReader::new(guardian.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("guardian pid");
+        let mut pid: u32 = line.trim().parse().expect("guardian printed a pid");
+        if as_user.is_some() {
+            // runuser forks the server as its child; signal the server itself.
+            std::thread::sleep(Duration::from_millis(100));
+            if let Ok(out) = Command::new("pgrep")
+                .args(["-P", &pid.to_string()])
+                .output()
+            {
+                if let Some(child) = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .and_then(|l| l.trim().parse().ok())
+                {
+                    pid = child;
+                }
+            }
+        }
+        Self { guardian, pid }
+    }
+
+    /// Sends `signal` (e.g. "KILL", "STOP", "CONT") to the server.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid.to_string()])
+            .status();
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.guardian.stdin.take() {
+            let _ = stdin.write_all(b"\n");
+        }
+        let _ = self.guardian.wait();
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+fn wait_for_port(port: u16, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let tail = std::fs::read_to_string(log).unwrap_or_default();
+    panic!("{what} did not open port {port} within 30 s; its log:\n{tail}");
+}
+
+/// The pinned nats-server binary.
+pub fn nats_server_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("GIFTCARD_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let local = repo_root().join(".tools/bin/nats-server");
+    if local.exists() {
+        return local;
+    }
+    panic!(
+        "nats-server (>= 2.12) not found: run `./scripts/install-nats.sh` (or `./scripts/test.sh`, \
+         which does it), or set GIFTCARD_NATS_SERVER to its path"
+    );
+}
+
+/// A JetStream-enabled NATS server with its own store.
+pub struct NatsServer {
+    pub port: u16,
+    pub store: tempfile::TempDir,
+    pub process: Option<Guarded>,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        let store = tempfile::tempdir().expect("tempdir");
+        let mut s = Self {
+            port: free_port(),
+            store,
+            process: None,
+        };
+        s.restart();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port and store.
+    pub fn restart(&mut self) {
+        self.process = None;
+        let log = self.store.path().join("nats.log");
+        let args: Vec<String> = [
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-sd",
+            &self.store.path().join("js").to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.process = Some(Guarded::spawn(&nats_server_binary(), &args, None, &log));
+        wait_for_port(self.port, "nats-server", &log);
+    }
+
+    /// Stops the server (graceful).
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
+}
+
+fn pg_bindir() -> PathBuf {
+    if let Ok(p) = std::env::var("GIFTCARD_PG_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return dir;
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL server binaries (initdb, postgres) not found: install them \
+             (`apt-get install postgresql-15`) or set GIFTCARD_PG_BIN to their directory"
+        )
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// A private PostgreSQL cluster.
+pub struct PgCluster {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub process: Option<Guarded>,
+    bindir: PathBuf,
+    user: Option<&'static str>,
+}
+
+impl PgCluster {
+    pub fn start() -> Self {
+        let bindir = pg_bindir();
+        let dir = tempfile::Builder::new()
+            .prefix("giftcard-pg")
+            .tempdir()
+            .expect("tempdir");
+        let user = is_root().then_some("postgres");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("data dir");
+        if let Some(u) = user {
+            let _ = Command::new("chmod")
+                .args(["755", &dir.path().to_string_lossy()])
+                .status();
+            let status = Command::new("chown")
+                .args([&format!("{u}:{u}"), &data.to_string_lossy().to_string()])
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "cannot chown the PostgreSQL data dir to {u}"
+            );
+        }
+        let mut initdb = match user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--"]).arg(bindir.join("initdb"));
+                c
+            }
+            None => Command::new(bindir.join("initdb")),
+        };
+        let out = initdb
+            .args([
+                "-D",
+                &data.to_string_lossy(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            ])
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut c = Self {
+            port: free_port(),
+            dir,
+            process: None,
+            bindir,
+            user,
+        };
+        c.restart();
+        c
+    }
+
+    pub fn restart(&mut self) {
+        self.process = None;
+        let data = self.dir.path().join("data");
+        let args: Vec<String> = vec![
+            "-D".into(),
+            data.to_string_lossy().into(),
+            "-p".into(),
+            self.port.to_string(),
+            "-c".into(),
+            "listen_addresses=127.0.0.1".into(),
+            "-c".into(),
+            "unix_socket_directories=".into(),
+            "-c".into(),
+            "max_connections=400".into(),
+            // Tests survive process kills, not machine crashes: skip fsync.
+            "-c".into(),
+            "fsync=off".into(),
+        ];
+        let log = self.dir.path().join("postgres.log");
+        self.process = Some(Guarded::spawn(
+            &self.bindir.join("postgres"),
+            &args,
+            self.user,
+            &log,
+        ));
+        wait_for_port(self.port, "postgres", &log);
+    }
+
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+/// The cluster shared by every test of this process (or the one named by
+/// `GIFTCARD_TEST_DATABASE_URL`, an admin URL): each test gets its own
+/// database, cloned from a migrated template.
+pub fn shared_pg_admin_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("GIFTCARD_TEST_DATABASE_URL") {
+        Ok(u) => u,
+        Err(_) => CLUSTER.get_or_init(PgCluster::start).url("postgres"),
+    })
+}

@@ -1,0 +1,118 @@
+use std::time::Duration;
+
+use async_nats::jetstream;
+use giftcard_shared::contract::purchase_subject;
+use giftcard_tests::{assert_error, TestApp};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+async fn wait_dead_letters(app: &TestApp, n: usize) -> serde_json::Value {
+    for _ in 0..200 {
+        let (s, _, b) = app
+            .call(
+                Method::GET,
+                "/v1/admin/dead-letters",
+                Some(&app.admin_token()),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        if b["items"].as_array().unwrap().len() >= n {
+            return b;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} dead letters after 10 s");
+}
+
+#[tokio::test]
+async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
+    let app = TestApp::spawn().await;
+    let card = app.card_with_stock("1.00", 5).await;
+    app.credit("max", "5.00").await;
+    let js = jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
+    let subject = purchase_subject(card, app.options.partitions);
+    for payload in [
+        &b"not json"[..],
+        br#"{"v": 99, "purchase_id": "x"}"#,
+        br#"{"v": 1}"#,
+    ] {
+        js.publish(subject.clone(), payload.to_vec().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let list = wait_dead_letters(&app, 3).await;
+    let reasons: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("unknown message version 99")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().all(|r| !r.is_empty()));
+    assert_eq!(list["items"][0]["gift_card_id"], json!(card));
+
+    // The worker still serves the card.
+    let (s, _, b) = app.buy("max", card, 1, None, "wait=10").await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    // Discard one, replay the others (they come back as dead letters).
+    let first = list["items"][0]["id"].as_str().unwrap().to_owned();
+    let admin = app.admin_token();
+    let (s, _, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/dead-letters/{first}"),
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, b) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/dead-letters/{first}"),
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_error(s, &b, 409, "DEAD_LETTER_RESOLVED");
+    let (s, _, b) = app
+        .call(
+            Method::POST,
+            "/v1/admin/dead-letters/replay",
+            Some(&admin),
+            Some(json!({"gift_card_id": card})),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["replayed"], 2);
+    let again = wait_dead_letters(&app, 2).await;
+    assert_eq!(
+        again["items"].as_array().unwrap().len(),
+        2,
+        "replayed poison is dead-lettered again"
+    );
+    let (s, _, b) = app
+        .call(
+            Method::POST,
+            &format!("/v1/admin/dead-letters/{}/replay", uuid::Uuid::new_v4()),
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_error(s, &b, 404, "NOT_FOUND");
+    app.stop().await;
+}

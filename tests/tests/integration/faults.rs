@@ -1,0 +1,74 @@
+use std::time::Duration;
+
+use giftcard_tests::{assert_error, invariants, Options, TestApp};
+use reqwest::{Method, StatusCode};
+
+#[tokio::test]
+async fn with_nats_down_the_api_answers_503_and_accepts_nothing() {
+    let mut app = TestApp::spawn().await;
+    let card = app.card_with_stock("1.00", 5).await;
+    app.credit("nora", "5.00").await;
+    app.nats.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, _, b) = app
+        .buy("nora", card, 1, Some("during-outage"), "wait=2")
+        .await;
+    assert_error(s, &b, 503, "SERVICE_UNAVAILABLE");
+    let (s, _, r) = app.call(Method::GET, "/readyz", None, None, &[]).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{r}");
+
+    app.nats.restart();
+    let mut ok = false;
+    for _ in 0..100 {
+        let (s, _, _) = app.call(Method::GET, "/readyz", None, None, &[]).await;
+        if s == StatusCode::OK {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the api reconnects by itself");
+    let (s, _, b) = app
+        .buy("nora", card, 1, Some("during-outage"), "wait=15")
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(
+        app.balance("nora").await,
+        "4.00",
+        "nothing was charged for the refused request"
+    );
+    invariants::check(&app.db).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_process_configured_with_another_partition_count_refuses_to_start() {
+    let app = TestApp::spawn_with(Options {
+        partitions: 4,
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let mut settings = app.api_settings();
+    settings.common.partitions = 8;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let db = giftcard_shared::db::connect(&settings.common, true)
+        .await
+        .unwrap();
+    let nats = async_nats::connect(app.nats.url()).await.unwrap();
+    let err = giftcard_api::run(
+        settings,
+        listener,
+        db,
+        nats,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect_err("must refuse");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("4 partitions") && msg.contains("GIFTCARD_PARTITIONS=8"),
+        "{msg}"
+    );
+    app.stop().await;
+}

@@ -1,0 +1,8 @@
+//! Integration tests: one binary, real NATS and PostgreSQL per test.
+
+mod admin;
+mod dead_letters;
+mod faults;
+mod idempotency;
+mod purchases;
+mod validation;

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit, integration and end-to-end tests against
+# real NATS and PostgreSQL (the Rust test harness starts its own servers on
+# free ports; this script makes sure the binaries are there).
+#
+#   ./scripts/test.sh                     all tests
+#   ./scripts/test.sh --lint              cargo fmt --check and clippy first
+#                                         (always done when CI is set)
+#   ./scripts/test.sh --no-fail-fast      extra arguments go to `cargo test`
+#   ./scripts/test.sh -- some_test_name   arguments after `--` go to the
+#                                         test binaries
+#
+# Environment: GIFTCARD_TEST_THREADS (default 2), GIFTCARD_PG_BIN (where
+# initdb/pg_ctl/postgres live, found automatically otherwise).
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+started=$SECONDS
+lint=0
+[[ -n "${CI:-}" ]] && lint=1
+cargo_args=()
+harness_args=()
+while (($#)); do
+  case "$1" in
+    --lint) lint=1 ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    --)
+      shift
+      harness_args=("$@")
+      break
+      ;;
+    *) cargo_args+=("$1") ;;
+  esac
+  shift
+done
+
+finish() {
+  local status=$? elapsed=$((SECONDS - started))
+  if ((status == 0)); then
+    info "all done in $((elapsed / 60))m$((elapsed % 60))s"
+  else
+    info "FAILED (exit $status) after $((elapsed / 60))m$((elapsed % 60))s"
+  fi
+}
+trap finish EXIT
+
+cd "$GIFTCARD_REPO"
+require_cmd cargo "install the Rust toolchain (https://rustup.rs), then re-run ./scripts/test.sh"
+
+info "checking the NATS server binary"
+GIFTCARD_NATS_SERVER="$("$GIFTCARD_REPO/scripts/install-nats.sh")" ||
+  die "scripts/install-nats.sh failed (see above); fix that and re-run ./scripts/test.sh"
+export GIFTCARD_NATS_SERVER
+info "NATS server: $GIFTCARD_NATS_SERVER ($("$GIFTCARD_NATS_SERVER" --version))"
+
+info "checking the PostgreSQL server binaries"
+GIFTCARD_PG_BIN="$(pg_bindir)"
+for bin in initdb pg_ctl postgres; do
+  [[ -x "$GIFTCARD_PG_BIN/$bin" ]] ||
+    die "$GIFTCARD_PG_BIN/$bin is missing: run 'apt-get install postgresql-15' (or set GIFTCARD_PG_BIN to a directory holding initdb, pg_ctl and postgres)"
+done
+export GIFTCARD_PG_BIN
+info "PostgreSQL binaries: $GIFTCARD_PG_BIN ($("$GIFTCARD_PG_BIN/postgres" --version))"
+if [[ "$(id -u)" -eq 0 ]] && ! id postgres >/dev/null 2>&1; then
+  die "running as root, and PostgreSQL refuses to run as root, but there is no 'postgres' user to run it as: run 'apt-get install postgresql-15' or 'useradd --system postgres'"
+fi
+
+if ((lint)); then
+  cargo fmt --version >/dev/null 2>&1 ||
+    die "rustfmt is not installed: run 'rustup component add rustfmt'"
+  cargo clippy --version >/dev/null 2>&1 ||
+    die "clippy is not installed: run 'rustup component add clippy'"
+  info "cargo fmt --all --check"
+  cargo fmt --all --check ||
+    die "code is not formatted: run 'cargo fmt --all', then re-run"
+  info "cargo clippy --workspace --all-targets --locked -- -D warnings"
+  cargo clippy --workspace --all-targets --locked -- -D warnings ||
+    die "clippy found problems (above): fix them, then re-run"
+fi
+
+threads="${GIFTCARD_TEST_THREADS:-2}"
+info "cargo test --workspace --locked ${cargo_args[*]} -- --test-threads=$threads ${harness_args[*]}"
+cargo test --workspace --locked "${cargo_args[@]}" -- --test-threads="$threads" "${harness_args[@]}" ||
+  die "tests failed (see above); re-run one with ./scripts/test.sh -- <test name> --nocapture"

@@ -1,0 +1,210 @@
+//! Everything that can go wrong, each with a hint saying what to do next.
+//!
+//! No variant ever carries a token or the JWT secret.
+
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+/// What a command needs from the caller's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    User,
+    Admin,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// The api answered with its `{"error": {"code", "message"}}` body.
+    #[error("HTTP {status} {code}: {message}{}", request_id_suffix(.request_id))]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
+    /// The api answered with something the contract does not describe.
+    #[error("unexpected HTTP {status} response to {what}: {detail}{}", request_id_suffix(.request_id))]
+    Unexpected {
+        status: u16,
+        what: String,
+        detail: String,
+        request_id: Option<String>,
+    },
+    #[error("{what} failed")]
+    Transport {
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("this command needs {}, and no token was given", match .0 { Need::User => "a user token", Need::Admin => "an admin token" })]
+    MissingToken(Need),
+    #[error("GIFTCARD_JWT_SECRET is not set, and {purpose} mints the token with it")]
+    MissingSecret { purpose: &'static str },
+    #[error("GIFTCARD_JWT_SECRET is shorter than 32 bytes, so it cannot be the api's secret")]
+    WeakSecret,
+    #[error("could not mint a token")]
+    Mint(#[source] anyhow::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot read {}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {message}; nothing was sent", .path.display())]
+    InvalidCsv { path: PathBuf, message: String },
+    #[error("{}", interrupted_message(*.first, *.last, *.total, *.inserted, *.duplicates, .cause))]
+    ImportInterrupted {
+        first: usize,
+        last: usize,
+        total: usize,
+        inserted: u64,
+        duplicates: u64,
+        cause: Box<CtlError>,
+    },
+    #[error("purchase {id} {status}: {code}: {message}")]
+    PurchaseFailed {
+        id: Uuid,
+        status: String,
+        code: String,
+        message: String,
+    },
+    #[error("purchase {id} is still pending after polling for {secs} s")]
+    StillPending { id: Uuid, secs: u64 },
+    #[error("the api at {url} is not ready (HTTP {status}, status {state:?})")]
+    NotReady {
+        url: String,
+        status: u16,
+        state: String,
+    },
+}
+
+fn request_id_suffix(id: &Option<String>) -> String {
+    id.as_ref()
+        .map(|id| format!(" (request id {id})"))
+        .unwrap_or_default()
+}
+
+fn interrupted_message(
+    first: usize,
+    last: usize,
+    total: usize,
+    inserted: u64,
+    duplicates: u64,
+    cause: &CtlError,
+) -> String {
+    let sent = if first > 1 {
+        format!(
+            "rows 1..={} were already sent ({inserted} inserted, {duplicates} duplicates)",
+            first - 1
+        )
+    } else {
+        "no rows were imported".to_owned()
+    };
+    format!(
+        "import stopped at the chunk of rows {first}..={last} of {total}: {}; {sent}; rows \
+         {first}..={total} were not confirmed",
+        cause.report()
+    )
+}
+
+const MINT_USER: &str =
+    "pass --as USER with GIFTCARD_JWT_SECRET set, or set GIFTCARD_TOKEN (or --token) to a user JWT";
+const MINT_ADMIN: &str =
+    "pass --admin with GIFTCARD_JWT_SECRET set, or set GIFTCARD_TOKEN (or --token) to an admin JWT";
+
+impl CtlError {
+    /// The message followed by its causes, `: `-separated.
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            source = cause.source();
+        }
+        out
+    }
+
+    /// One line telling the user what to try next.
+    pub fn hint(&self) -> String {
+        match self {
+            Self::Api { code, .. } => api_hint(code).to_owned(),
+            Self::PurchaseFailed { code, .. } => api_hint(code).to_owned(),
+            Self::Unexpected { .. } => {
+                "the api's answer does not match the v1 contract; check --api-url and the api's logs"
+                    .to_owned()
+            }
+            Self::Transport { .. } => {
+                "check that the api is running and that --api-url / GIFTCARD_API_URL points at it"
+                    .to_owned()
+            }
+            Self::MissingToken(Need::User) => MINT_USER.to_owned(),
+            Self::MissingToken(Need::Admin) => MINT_ADMIN.to_owned(),
+            Self::MissingSecret { purpose: "the token command" } => {
+                "export GIFTCARD_JWT_SECRET with the api's secret (at least 32 bytes)".to_owned()
+            }
+            Self::MissingSecret { .. } | Self::WeakSecret => {
+                "export GIFTCARD_JWT_SECRET with the api's secret (at least 32 bytes), or pass a JWT \
+                 with --token / GIFTCARD_TOKEN"
+                    .to_owned()
+            }
+            Self::Mint(_) => "check GIFTCARD_JWT_SECRET and the subject".to_owned(),
+            Self::Usage(_) => "run with --help for usage".to_owned(),
+            Self::Read { .. } => "check the path and its permissions".to_owned(),
+            Self::InvalidCsv { .. } => {
+                "fix the row and run again; the file needs the header `code,expires_on`, codes of \
+                 1 to 64 visible ASCII characters, and expires_on empty, RFC 3339 or YYYY-MM-DD"
+                    .to_owned()
+            }
+            Self::ImportInterrupted { cause, .. } => format!(
+                "re-running the same import is safe: codes already imported are skipped as duplicates ({})",
+                cause.hint()
+            ),
+            Self::StillPending { id, .. } => format!(
+                "the purchase is queued and will finish; check it later with `giftcardctl purchase show {id}`"
+            ),
+            Self::NotReady { .. } => {
+                "the api cannot reach NATS; check the api's logs and its NATS connection".to_owned()
+            }
+        }
+    }
+}
+
+fn api_hint(code: &str) -> &'static str {
+    match code {
+        "UNAUTHENTICATED" => {
+            "the token was rejected: mint a fresh one with --as/--admin (GIFTCARD_JWT_SECRET must be \
+             the api's), or check GIFTCARD_TOKEN / --token"
+        }
+        "FORBIDDEN" => MINT_ADMIN,
+        "NOT_FOUND" => "check the id (purchases of other users read as not found)",
+        "GIFT_CARD_NOT_FOUND" => "check the card id; `giftcardctl cards list` lists the cards",
+        "VALIDATION_FAILED" => "fix the request as the message says",
+        "PAYLOAD_TOO_LARGE" => "send less at once, e.g. a smaller --chunk-size",
+        "IDEMPOTENCY_KEY_REUSED" => {
+            "that key belongs to a purchase with another card or quantity; use a new \
+             --idempotency-key, or omit it to get a fresh one"
+        }
+        "ACTIVATION_CODES_NOT_AVAILABLE" => {
+            "import codes with `giftcardctl --admin codes import --card ID FILE.csv`"
+        }
+        "INSUFFICIENT_FUNDS" => {
+            "credit the wallet with `giftcardctl --admin wallet credit --user USER --amount AMOUNT --reference REF`"
+        }
+        "GIFT_CARD_INACTIVE" => {
+            "activate the card with `giftcardctl --admin cards update ID --active true`"
+        }
+        "DISCARDED" => "an operator discarded it after it was dead-lettered; buy again with a new key",
+        "DEAD_LETTERED" => "an operator can replay it with `giftcardctl --admin dlq replay`",
+        "SERVICE_UNAVAILABLE" => {
+            "the api could not durably accept the request; retry shortly (`giftcardctl status` shows readiness)"
+        }
+        _ => "the request id identifies this request in the api's logs",
+    }
+}

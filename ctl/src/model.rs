@@ -1,0 +1,119 @@
+//! The api's resources as the CLI reads them. Money and timestamps stay the
+//! strings the api sent (never floats); unknown fields are ignored so that a
+//! newer api does not break an older CLI.
+
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+#[derive(Debug, Deserialize)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GiftCard {
+    pub id: Uuid,
+    pub name: String,
+    pub price: String,
+    pub value: String,
+    pub active: bool,
+    #[serde(default)]
+    pub available_codes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Purchase {
+    pub id: Uuid,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    pub gift_card_id: Uuid,
+    pub quantity: u32,
+    pub status: String,
+    #[serde(default)]
+    pub unit_price: Option<String>,
+    #[serde(default)]
+    pub total: Option<String>,
+    #[serde(default)]
+    pub activation_codes: Option<Vec<String>>,
+    #[serde(default)]
+    pub error: Option<Value>,
+    #[serde(default)]
+    pub sequence: Option<i64>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub completed_at: Option<String>,
+}
+
+impl Purchase {
+    pub fn is_terminal(&self) -> bool {
+        self.status != "pending"
+    }
+
+    /// The failure's code and message, whether the api sends `error` as
+    /// `{"code", "message"}` or as a plain string.
+    pub fn error_parts(&self) -> Option<(String, String)> {
+        match self.error.as_ref()? {
+            Value::Null => None,
+            Value::String(s) => Some((s.clone(), String::new())),
+            Value::Object(o) => {
+                let field = |k: &str| {
+                    o.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                Some((field("code"), field("message")))
+            }
+            other => Some((other.to_string(), String::new())),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Wallet {
+    pub user_id: String,
+    pub balance: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeadLetter {
+    pub id: Uuid,
+    #[serde(default)]
+    pub purchase_id: Option<Uuid>,
+    #[serde(default)]
+    pub gift_card_id: Option<Uuid>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub attempts: Option<i64>,
+    #[serde(default)]
+    pub dead_lettered_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImportResult {
+    pub inserted: u64,
+    pub duplicates: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Replayed {
+    pub replayed: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Readiness {
+    #[serde(default)]
+    pub status: Option<String>,
+}

@@ -31,6 +31,8 @@ pub struct Options {
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub start_worker: bool,
+    /// Run a private PostgreSQL cluster (for tests that stop it).
+    pub own_postgres: bool,
 }
 
 impl Default for Options {
@@ -41,6 +43,7 @@ impl Default for Options {
             max_attempts: 8,
             retry_base: Duration::from_millis(100),
             start_worker: true,
+            own_postgres: false,
         }
     }
 }
@@ -65,6 +68,8 @@ impl Running {
 /// One deployment: NATS, a database, the api, and (optionally) a worker.
 pub struct TestApp {
     pub nats: NatsServer,
+    /// The private cluster, with `Options::own_postgres`.
+    pub pg: Option<PgCluster>,
     pub db: DatabaseConnection,
     pub db_url: String,
     pub api_url: String,
@@ -94,7 +99,11 @@ impl TestApp {
 
     pub async fn spawn_with(options: Options) -> Self {
         init_logs();
-        let admin_url = servers::shared_pg_admin_url().to_owned();
+        let pg = options.own_postgres.then(PgCluster::start);
+        let admin_url = match &pg {
+            Some(c) => c.url("postgres"),
+            None => servers::shared_pg_admin_url().to_owned(),
+        };
         let name = format!("t_{}", Uuid::new_v4().simple());
         let admin = Database::connect(&admin_url)
             .await
@@ -117,6 +126,7 @@ impl TestApp {
         let nats = NatsServer::start();
         let mut app = Self {
             nats,
+            pg,
             db,
             db_url,
             api_url: String::new(),

@@ -40,7 +40,14 @@ impl Guarded {
         );
         cmd.arg("guardian");
         if let Some(user) = as_user {
-            cmd.args(["runuser", "-u", user, "--"]);
+            // setpriv execs (runuser would fork), so the pid is the server's.
+            cmd.args([
+                "setpriv",
+                &format!("--reuid={user}"),
+                &format!("--regid={user}"),
+                "--init-groups",
+                "--",
+            ]);
         }
         cmd.arg(program).args(args);
         cmd.stdin(Stdio::piped())
@@ -53,23 +60,7 @@ impl Guarded {
         BufReader::new(guardian.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("guardian pid");
-        let mut pid: u32 = line.trim().parse().expect("guardian printed a pid");
-        if as_user.is_some() {
-            // runuser forks the server as its child; signal the server itself.
-            std::thread::sleep(Duration::from_millis(100));
-            if let Ok(out) = Command::new("pgrep")
-                .args(["-P", &pid.to_string()])
-                .output()
-            {
-                if let Some(child) = String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .next()
-                    .and_then(|l| l.trim().parse().ok())
-                {
-                    pid = child;
-                }
-            }
-        }
+        let pid: u32 = line.trim().parse().expect("guardian printed a pid");
         Self { guardian, pid }
     }
 

@@ -72,7 +72,14 @@ pub async fn run(
         };
         loop {
             let first = tokio::select! {
-                _ = stop.cancelled() => return Exit::Shutdown,
+                _ = stop.cancelled() => {
+                    // Hand back what was pulled but not started, so the next
+                    // owner gets it now rather than after the ack wait.
+                    while let Some(Some(Ok(m))) = messages.next().now_or_never() {
+                        let _ = m.ack_with(AckKind::Nak(None)).await;
+                    }
+                    return Exit::Shutdown;
+                }
                 m = messages.next() => m,
             };
             let first = match first {

@@ -72,3 +72,64 @@ async fn a_process_configured_with_another_partition_count_refuses_to_start() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_postgres_down_purchases_are_accepted_and_complete_when_it_returns() {
+    let mut app = TestApp::spawn_with(Options {
+        own_postgres: true,
+        ..Options::default()
+    })
+    .await;
+    let card = app.card_with_stock("2.00", 10).await;
+    app.credit("olga", "10.00").await;
+    app.pg.as_mut().unwrap().stop();
+    // The api notices within a few seconds (it probes every second) and
+    // stays ready: it still accepts purchases.
+    let mut readiness = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (s, _, r) = app.call(Method::GET, "/readyz", None, None, &[]).await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        readiness = r;
+        if readiness["status"] == "degraded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(readiness["status"], "degraded", "{readiness}");
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (s, _, b) = app
+            .buy("olga", card, 1, Some(&format!("pg-down-{i}")), "wait=1")
+            .await;
+        assert_eq!(
+            s,
+            StatusCode::ACCEPTED,
+            "accepted while PostgreSQL is down: {b}"
+        );
+        ids.push(b["id"].as_str().unwrap().to_owned());
+    }
+    let (s, _, b) = app
+        .call(
+            Method::GET,
+            &format!("/v1/purchases/{}", ids[0]),
+            Some(&app.token("olga")),
+            None,
+            &[],
+        )
+        .await;
+    assert_error(s, &b, 503, "SERVICE_UNAVAILABLE");
+
+    app.pg.as_mut().unwrap().restart();
+    for id in &ids {
+        let p = app.wait_terminal("olga", id).await;
+        assert_eq!(p["status"], "succeeded", "{p}");
+    }
+    assert_eq!(app.balance("olga").await, "4.00");
+    // Retrying a key after the outage returns the same purchase.
+    let (s, _, again) = app.buy("olga", card, 1, Some("pg-down-0"), "wait=5").await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(again["id"], ids[0].as_str());
+    invariants::check(&app.db).await;
+    app.stop().await;
+}

@@ -67,6 +67,8 @@ impl Running {
 
 /// One deployment: NATS, a database, the api, and (optionally) a worker.
 pub struct TestApp {
+    /// This test's database name.
+    pub db_name: String,
     pub nats: NatsServer,
     /// The private cluster, with `Options::own_postgres`.
     pub pg: Option<PgCluster>,
@@ -102,7 +104,7 @@ impl TestApp {
         let pg = options.own_postgres.then(PgCluster::start);
         let admin_url = match &pg {
             Some(c) => c.url("postgres"),
-            None => servers::shared_pg_admin_url().to_owned(),
+            None => servers::shared_pg_admin_url(),
         };
         let name = format!("t_{}", Uuid::new_v4().simple());
         let admin = Database::connect(&admin_url)
@@ -125,6 +127,7 @@ impl TestApp {
             .expect("migrations apply");
         let nats = NatsServer::start();
         let mut app = Self {
+            db_name: name.clone(),
             nats,
             pg,
             db,
@@ -249,6 +252,21 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("{url} did not become ready within 15 s");
+    }
+
+    /// Asserts that PostgreSQL logged no lock wait (over 5 ms) and no
+    /// deadlock in this test's database (invariant 5).
+    pub fn assert_no_lock_waits(&self) {
+        match servers::lock_waits_in(&self.db_name, self.pg.as_ref()) {
+            Some(waits) => assert!(
+                waits.is_empty(),
+                "lock waits on the purchase path:\n{}",
+                waits.join("\n")
+            ),
+            None => eprintln!(
+                "lock waits not checked: GIFTCARD_TEST_DATABASE_URL names an external cluster"
+            ),
+        }
     }
 
     pub fn token(&self, user: &str) -> String {

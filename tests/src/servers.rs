@@ -281,6 +281,14 @@ impl PgCluster {
             // Tests survive process kills, not machine crashes: skip fsync.
             "-c".into(),
             "fsync=off".into(),
+            // Invariant 5 evidence: every lock wait over 5 ms is logged,
+            // with the database it happened in.
+            "-c".into(),
+            "log_lock_waits=on".into(),
+            "-c".into(),
+            "deadlock_timeout=5ms".into(),
+            "-c".into(),
+            "log_line_prefix=db=%d ".into(),
         ];
         let log = self.dir.path().join("postgres.log");
         self.process = Some(Guarded::spawn(
@@ -296,6 +304,11 @@ impl PgCluster {
         self.process = None;
     }
 
+    /// The server log (lock waits, errors).
+    pub fn log(&self) -> std::path::PathBuf {
+        self.dir.path().join("postgres.log")
+    }
+
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
@@ -303,12 +316,36 @@ impl PgCluster {
 
 /// The cluster shared by every test of this process (or the one named by
 /// `GIFTCARD_TEST_DATABASE_URL`, an admin URL): each test gets its own
-/// database, cloned from a migrated template.
-pub fn shared_pg_admin_url() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
-    URL.get_or_init(|| match std::env::var("GIFTCARD_TEST_DATABASE_URL") {
+/// database.
+pub fn shared_pg_admin_url() -> String {
+    match std::env::var("GIFTCARD_TEST_DATABASE_URL") {
         Ok(u) => u,
-        Err(_) => CLUSTER.get_or_init(PgCluster::start).url("postgres"),
-    })
+        Err(_) => shared_cluster().url("postgres"),
+    }
+}
+
+fn shared_cluster() -> &'static PgCluster {
+    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+    CLUSTER.get_or_init(PgCluster::start)
+}
+
+/// Lines of the PostgreSQL log about lock waits in database `db` (None when
+/// the cluster is not the harness's own).
+pub fn lock_waits_in(db: &str, own: Option<&PgCluster>) -> Option<Vec<String>> {
+    let log = match own {
+        Some(c) => c.log(),
+        None if std::env::var("GIFTCARD_TEST_DATABASE_URL").is_ok() => return None,
+        None => shared_cluster().log(),
+    };
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let prefix = format!("db={db} ");
+    Some(
+        text.lines()
+            .filter(|l| {
+                l.starts_with(&prefix)
+                    && (l.contains("still waiting for") || l.contains("deadlock"))
+            })
+            .map(str::to_owned)
+            .collect(),
+    )
 }

@@ -133,3 +133,39 @@ async fn with_postgres_down_purchases_are_accepted_and_complete_when_it_returns(
     invariants::check(&app.db).await;
     app.stop().await;
 }
+
+/// The lock-wait check of invariant 5 is only evidence if it can see a wait.
+#[tokio::test]
+async fn the_lock_wait_detector_sees_a_real_lock_wait() {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    app.credit("pat", "1.00").await;
+    let holder = app.db.begin().await.unwrap();
+    holder
+        .execute_unprepared("SELECT * FROM wallets WHERE user_id = 'pat' FOR UPDATE")
+        .await
+        .unwrap();
+    let other = Database::connect(&app.db_url).await.unwrap();
+    let waiter = tokio::spawn(async move {
+        other
+            .execute_unprepared("SET lock_timeout = '300ms'")
+            .await
+            .unwrap();
+        other
+            .execute_unprepared("UPDATE wallets SET balance = balance WHERE user_id = 'pat'")
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    holder.rollback().await.unwrap();
+    let _ = waiter.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waits = giftcard_tests::servers::lock_waits_in(&app.db_name, None);
+    if let Some(waits) = waits {
+        assert!(!waits.is_empty(), "the detector missed a 100 ms lock wait");
+    }
+    app.stop().await;
+}

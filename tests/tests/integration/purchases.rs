@@ -179,6 +179,7 @@ async fn sixty_four_concurrent_buyers_of_scarce_stock_get_distinct_codes_in_sequ
         .await;
     assert_eq!(c["available_codes"], 0);
     invariants::check(&app.db).await;
+    app.assert_no_lock_waits();
     app.stop().await;
 }
 

@@ -73,7 +73,8 @@ pub enum Command {
     /// Dead-lettered purchases (admin).
     #[command(subcommand)]
     Dlq(DlqCmd),
-    /// Readiness of the api.
+    /// Readiness of the api; with an admin token (--admin or GIFTCARD_TOKEN)
+    /// also the workers, partition owners and backlogs.
     Status,
 }
 

@@ -41,17 +41,25 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         let sub = args.sub.as_deref().or(as_user.as_deref());
         return auth::token_command(sub, admin, args.ttl_hours, json);
     }
+    let creds = Credentials {
+        token,
+        as_user,
+        admin,
+    };
     let token = match needs(&command) {
-        Some(need) => {
-            let creds = Credentials {
-                token,
-                as_user,
-                admin,
-            };
-            Some(creds.resolve(need, secret_from_env().as_deref())?)
+        Some(need) => Some(creds.resolve(need, secret_from_env().as_deref())?),
+        // `status` shows partitions when an admin token is at hand, and
+        // only readiness (with a hint) when none was asked for.
+        None if matches!(command, Command::Status) => {
+            match creds.resolve(Need::Admin, secret_from_env().as_deref()) {
+                Ok(t) => Some(t),
+                Err(CtlError::MissingToken(_)) => None,
+                Err(e) => return Err(e),
+            }
         }
         None => None,
     };
+    let has_token = token.is_some();
     let ctx = Ctx {
         client: Client::new(api_url, token)?,
         json,
@@ -64,7 +72,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Buy(args) => commands::buy::run(&ctx, args).await,
         Command::Purchase(cmd) => commands::purchases::run(&ctx, cmd).await,
         Command::Dlq(cmd) => commands::dlq::run(&ctx, cmd).await,
-        Command::Status => commands::status::run(&ctx).await,
+        Command::Status => commands::status::run(&ctx, has_token).await,
     }
 }
 

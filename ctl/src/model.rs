@@ -117,3 +117,45 @@ pub struct Readiness {
     #[serde(default)]
     pub status: Option<String>,
 }
+
+/// `GET /v1/admin/partitions`: ownership and backlog of every partition.
+#[derive(Debug, Deserialize)]
+pub struct PartitionsReport {
+    pub partitions: Vec<PartitionStatus>,
+    #[serde(default)]
+    pub workers: Vec<WorkerStatus>,
+    #[serde(default)]
+    pub dead_letter_backlog: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PartitionStatus {
+    pub partition: u32,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub token: Option<i64>,
+    #[serde(default)]
+    pub acquired_at: Option<String>,
+    /// Null while the partition's consumer does not exist.
+    #[serde(default)]
+    pub pending: Option<u64>,
+    #[serde(default)]
+    pub ack_pending: Option<u64>,
+    #[serde(default)]
+    pub redelivered: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WorkerStatus {
+    pub id: String,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub ops_addr: Option<String>,
+    #[serde(default)]
+    pub partitions_owned: Option<u64>,
+    /// Leases naming this worker when the api looked.
+    #[serde(default)]
+    pub leases_held: Option<u64>,
+}

@@ -107,8 +107,19 @@ pub struct WorkerSettings {
     pub retry_base: Duration,
     /// `GIFTCARD_RETRY_MAX_MS`, default 10000: retry delay cap.
     pub retry_max: Duration,
-    /// `GIFTCARD_ACK_WAIT_SECS`, default 30: redelivery after a silent worker.
+    /// `GIFTCARD_ACK_WAIT_SECS`, default 15: redelivery of a silent
+    /// worker's unacknowledged messages.
     pub ack_wait: Duration,
+    /// `GIFTCARD_LEASE_TTL_MS`, default 6000: a partition lease (and a
+    /// worker's registration) expires this long after its last renewal, so a
+    /// killed worker's partitions are re-owned within about this time.
+    pub lease_ttl: Duration,
+    /// `GIFTCARD_LEASE_RENEW_MS`, default 1000: how often leases are renewed
+    /// and the assignment recomputed (at most a third of the TTL).
+    pub lease_renew: Duration,
+    /// `GIFTCARD_WORKER_ID`, default `<hostname>-<random>`: this replica's
+    /// name in leases, fences and `giftcardctl status`.
+    pub worker_id: String,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -224,7 +235,29 @@ impl WorkerSettings {
         let max_attempts = parse_var("GIFTCARD_MAX_ATTEMPTS", 8u32, "an integer 1..=100")?;
         let retry_base = parse_var("GIFTCARD_RETRY_BASE_MS", 200u64, "milliseconds")?;
         let retry_max = parse_var("GIFTCARD_RETRY_MAX_MS", 10_000u64, "milliseconds")?;
-        let ack_wait = parse_var("GIFTCARD_ACK_WAIT_SECS", 30u64, "seconds 5..=600")?;
+        let ack_wait = parse_var("GIFTCARD_ACK_WAIT_SECS", 15u64, "seconds 5..=600")?;
+        let lease_ttl = parse_var(
+            "GIFTCARD_LEASE_TTL_MS",
+            6000u64,
+            "milliseconds 1000..=300000",
+        )?;
+        let lease_renew = parse_var("GIFTCARD_LEASE_RENEW_MS", 1000u64, "milliseconds")?;
+        let lease_ttl = in_range("GIFTCARD_LEASE_TTL_MS", lease_ttl, 1000, 300_000)?;
+        let lease_renew = in_range("GIFTCARD_LEASE_RENEW_MS", lease_renew, 100, lease_ttl / 3)?;
+        let worker_id = match var("GIFTCARD_WORKER_ID") {
+            Some(id) => id,
+            None => default_worker_id(),
+        };
+        if worker_id.is_empty()
+            || worker_id.len() > 64
+            || !worker_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError(format!(
+                "GIFTCARD_WORKER_ID={worker_id:?} is not valid: use 1 to 64 letters, digits, '-' or '_'"
+            )));
+        }
         Ok(Self {
             common,
             listen,
@@ -243,6 +276,9 @@ impl WorkerSettings {
                 600_000,
             )?),
             ack_wait: Duration::from_secs(in_range("GIFTCARD_ACK_WAIT_SECS", ack_wait, 5, 600)?),
+            lease_ttl: Duration::from_millis(lease_ttl),
+            lease_renew: Duration::from_millis(lease_renew),
+            worker_id,
         })
     }
 }
@@ -257,9 +293,33 @@ impl WorkerSettings {
             max_attempts: 8,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(10),
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(15),
+            lease_ttl: Duration::from_secs(6),
+            lease_renew: Duration::from_secs(1),
+            worker_id: default_worker_id(),
         }
     }
+}
+
+/// `<hostname>-<8 random hex>`, unique per process start.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
 #[cfg(test)]

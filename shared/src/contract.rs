@@ -16,6 +16,13 @@ pub const DLQ_STREAM: &str = "PURCHASES_DLQ";
 /// purchase reads `pending` before the worker wrote anything to PostgreSQL.
 pub const ACCEPTED_BUCKET: &str = "purchases_accepted";
 
+/// KV bucket of partition leases: key [`lease_key`], value [`LeaseValue`];
+/// the bucket's max age is the lease TTL.
+pub const LEASES_BUCKET: &str = "partition_leases";
+/// KV bucket of live workers: key = worker id, value [`WorkerInfo`];
+/// entries expire like leases unless refreshed.
+pub const WORKERS_BUCKET: &str = "workers";
+
 /// Subject prefix of the purchases stream.
 pub const SUBJECT_PREFIX: &str = "purchases";
 /// Subject prefix of the dead-letter stream.
@@ -63,9 +70,48 @@ pub fn partition_filter(partition: u16) -> String {
     format!("{SUBJECT_PREFIX}.{partition}.*")
 }
 
-/// The durable consumer name of one partition.
-pub fn consumer_name(partition: u16) -> String {
-    format!("partition-{partition:04}")
+/// Name prefix of a partition's durable consumers.
+pub fn partition_consumer_prefix(partition: u16) -> String {
+    format!("p{partition:04}-")
+}
+
+/// The durable consumer of one partition under one lease: every owner reads
+/// through a consumer of its own, so a stale owner's pulls cannot take
+/// messages from the current one.
+pub fn owner_consumer_name(partition: u16, token: i64) -> String {
+    format!("{}{token:016x}", partition_consumer_prefix(partition))
+}
+
+/// The lease key of one partition.
+pub fn lease_key(partition: u16) -> String {
+    format!("p{partition:04}")
+}
+
+/// The partition named by a lease key.
+pub fn partition_of_lease_key(key: &str) -> Option<u16> {
+    key.strip_prefix('p')?.parse().ok()
+}
+
+/// Who holds a partition lease.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseValue {
+    pub owner: String,
+    /// The fencing token the owner commits with.
+    pub token: i64,
+    /// The durable consumer the owner reads through.
+    #[serde(default)]
+    pub consumer: String,
+    pub acquired_at: DateTime<Utc>,
+}
+
+/// A live worker's registration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+    /// Where its `/metrics` and `/readyz` are served.
+    pub ops_addr: String,
+    pub partitions_owned: usize,
 }
 
 /// Extracts the card id from a purchase subject, if it is one.

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 
+use futures::TryStreamExt;
+
 use crate::contract::{
-    consumer_name, partition_filter, ACCEPTED_BUCKET, DLQ_STREAM, DLQ_SUBJECT_PREFIX,
-    PURCHASES_STREAM, SUBJECT_PREFIX,
+    owner_consumer_name, partition_consumer_prefix, partition_filter, ACCEPTED_BUCKET, DLQ_STREAM,
+    DLQ_SUBJECT_PREFIX, LEASES_BUCKET, PURCHASES_STREAM, SUBJECT_PREFIX, WORKERS_BUCKET,
 };
 
 /// Metadata key holding the partition count of the purchases stream.
@@ -189,11 +191,17 @@ async fn verify_partitions(s: &mut stream::Stream, partitions: u16) -> Result<()
     Ok(())
 }
 
-/// The pull-consumer configuration of one partition.
-pub fn partition_consumer_config(partition: u16, opts: &TopologyOptions) -> consumer::pull::Config {
+/// The pull-consumer configuration of one partition under one lease.
+pub fn partition_consumer_config(
+    partition: u16,
+    token: i64,
+    opts: &TopologyOptions,
+) -> consumer::pull::Config {
     consumer::pull::Config {
-        durable_name: Some(consumer_name(partition)),
-        description: Some(format!("purchases of partition {partition}")),
+        durable_name: Some(owner_consumer_name(partition, token)),
+        description: Some(format!(
+            "purchases of partition {partition}, lease token {token}"
+        )),
         filter_subject: partition_filter(partition),
         ack_policy: consumer::AckPolicy::Explicit,
         deliver_policy: consumer::DeliverPolicy::All,
@@ -207,14 +215,54 @@ pub fn partition_consumer_config(partition: u16, opts: &TopologyOptions) -> cons
     }
 }
 
-/// Creates (or verifies) the durable pull consumer of every partition.
+/// Starts reading partition `partition` under lease `token`: creates the
+/// lease's own durable consumer at the point where the previous owners'
+/// consumers are fully acknowledged (their ack floor), then deletes those.
+/// Messages above the floor that a previous owner did process are answered
+/// from the stored result, so nothing is skipped and nothing is applied
+/// twice, and the new owner serves the partition strictly in stream order.
+pub async fn take_over_partition(
+    stream: &stream::Stream,
+    partition: u16,
+    token: i64,
+    opts: &TopologyOptions,
+) -> Result<(String, consumer::PullConsumer), TopologyError> {
+    let prefix = partition_consumer_prefix(partition);
+    let name = owner_consumer_name(partition, token);
+    let previous: Vec<String> = stream
+        .consumer_names()
+        .try_filter(|n| futures::future::ready(n.starts_with(&prefix) && *n != name))
+        .try_collect()
+        .await
+        .map_err(nats_err)?;
+    let mut floor: Option<u64> = None;
+    for n in &previous {
+        let info = stream.consumer_info(n).await.map_err(nats_err)?;
+        floor = floor.max(Some(info.ack_floor.stream_sequence));
+    }
+    let mut cfg = partition_consumer_config(partition, token, opts);
+    if let Some(f) = floor {
+        cfg.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: f + 1,
+        };
+    }
+    let consumer = match stream.get_consumer::<consumer::pull::Config>(&name).await {
+        Ok(c) => c,
+        Err(_) => stream.create_consumer(cfg).await.map_err(nats_err)?,
+    };
+    for n in previous {
+        if let Err(e) = stream.delete_consumer(&n).await {
+            tracing::warn!(consumer = %n, error = %e, "could not delete a previous owner's consumer");
+        }
+    }
+    Ok((name, consumer))
+}
+
+/// Creates (or verifies) the worker-side consumers (the dead-letter indexer's).
 pub async fn ensure_consumers(
     topology: &Topology,
     opts: &TopologyOptions,
 ) -> Result<(), TopologyError> {
-    for p in 0..opts.partitions {
-        ensure_consumer(&topology.purchases, partition_consumer_config(p, opts)).await?;
-    }
     ensure_consumer(
         &topology.dlq,
         consumer::pull::Config {
@@ -262,4 +310,52 @@ async fn ensure_consumer(
                 .map_err(|_| nats_err(e)),
         },
     }
+}
+
+/// The buckets workers coordinate through.
+#[derive(Clone)]
+pub struct Coordination {
+    pub leases: kv::Store,
+    pub workers: kv::Store,
+}
+
+/// Creates the lease and worker buckets with `ttl` as their max age, or
+/// updates the age of existing ones (workers only: they own the TTL).
+pub async fn ensure_coordination(
+    js: &jetstream::Context,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<Coordination, TopologyError> {
+    let bucket = |name: &str, description: &str| kv::Config {
+        bucket: name.to_owned(),
+        description: description.to_owned(),
+        history: 1,
+        max_age: ttl,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    let leases = js
+        .create_or_update_key_value(bucket(
+            LEASES_BUCKET,
+            "partition -> owning worker (fencing token)",
+        ))
+        .await
+        .map_err(nats_err)?;
+    let workers = js
+        .create_or_update_key_value(bucket(
+            WORKERS_BUCKET,
+            "live workers (refreshed every renew period)",
+        ))
+        .await
+        .map_err(nats_err)?;
+    Ok(Coordination { leases, workers })
+}
+
+/// Opens the coordination buckets if workers created them (api, CLI).
+pub async fn open_coordination(js: &jetstream::Context) -> Option<Coordination> {
+    Some(Coordination {
+        leases: js.get_key_value(LEASES_BUCKET).await.ok()?,
+        workers: js.get_key_value(WORKERS_BUCKET).await.ok()?,
+    })
 }

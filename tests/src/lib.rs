@@ -6,6 +6,8 @@
 //! for the invariant checks ([`invariants`]).
 
 pub mod invariants;
+pub mod load;
+pub mod processes;
 pub mod servers;
 
 use std::time::Duration;
@@ -175,7 +177,9 @@ impl TestApp {
         s.max_attempts = self.options.max_attempts;
         s.retry_base = self.options.retry_base;
         s.retry_max = Duration::from_secs(2);
-        s.ack_wait = Duration::from_secs(10);
+        s.ack_wait = Duration::from_secs(5);
+        s.lease_ttl = Duration::from_secs(3);
+        s.lease_renew = Duration::from_millis(500);
         s
     }
 

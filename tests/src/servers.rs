@@ -29,12 +29,23 @@ pub struct Guarded {
 impl Guarded {
     /// Starts `program args…`; `as_user` runs it through `runuser`.
     pub fn spawn(program: &Path, args: &[String], as_user: Option<&str>, log: &Path) -> Self {
+        Self::spawn_with_env(program, args, as_user, log, &[])
+    }
+
+    /// Like [`Guarded::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        program: &Path,
+        args: &[String],
+        as_user: Option<&str>,
+        log: &Path,
+        env: &[(String, String)],
+    ) -> Self {
         let log_file = std::fs::File::create(log).expect("create server log");
         let mut cmd = Command::new("sh");
         // The guardian starts the server, prints its pid, and kills it
         // (SIGINT, then SIGKILL) when stdin closes.
         cmd.arg("-c").arg(
-            r#""$@" & child=$!; echo "$child"; read _unused; kill -INT "$child" 2>/dev/null; 
+            r#""$@" 1>&2 & child=$!; echo "$child"; read _unused; kill -INT "$child" 2>/dev/null; 
                for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
                  kill -0 "$child" 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL "$child" 2>/dev/null; wait"#,
         );
@@ -50,6 +61,7 @@ impl Guarded {
             ]);
         }
         cmd.arg(program).args(args);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log_file);

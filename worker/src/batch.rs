@@ -205,6 +205,15 @@ pub async fn process(
         .collect())
 }
 
+/// Records `fence` as the partition's owner before its first batch, so a
+/// stale owner cannot commit anything once the new owner starts.
+pub async fn claim(db: &DatabaseConnection, fence: &Fence) -> Result<(), BatchError> {
+    let txn = db.begin().await?;
+    check_fence(&txn, fence).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
 fn unique<T: std::hash::Hash + Eq + Clone>(it: impl Iterator<Item = T>) -> Vec<T> {
     let mut seen = HashSet::new();
     it.filter(|x| seen.insert(x.clone())).collect()

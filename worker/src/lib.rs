@@ -7,9 +7,11 @@
 //! - [`partition`]: the per-partition pull → batch → reply → ack loop.
 //! - [`batch`]: one batch in one PostgreSQL transaction (fenced).
 //! - [`dead_letters`]: dead-lettering and the dead-letter indexer.
-//! - [`ownership`]: which partitions this worker owns, with fencing tokens.
+//! - [`ownership`]: partition leases in NATS KV, rebalancing, fencing tokens.
+//! - [`assignment`]: the balanced partition → worker assignment.
 //! - [`ops`]: the operational HTTP endpoints.
 
+pub mod assignment;
 pub mod batch;
 pub mod dead_letters;
 pub mod ops;
@@ -20,7 +22,6 @@ use std::sync::Arc;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use giftcard_shared::config::WorkerSettings;
-use giftcard_shared::contract::consumer_name;
 use giftcard_shared::topology::{self, TopologyOptions, DLQ_INDEX_CONSUMER};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
@@ -53,7 +54,8 @@ pub async fn run(
     topology::ensure_consumers(&topology, &opts).await?;
 
     let ops_state = ops::OpsState::new(nats.clone(), db.clone());
-    tracing::info!(addr = %listener.local_addr()?, "worker ops endpoints listening");
+    let ops_addr = listener.local_addr()?;
+    tracing::info!(addr = %ops_addr, "worker ops endpoints listening");
     let ops_shutdown = shutdown.clone();
     let ops_server = tokio::spawn(async move {
         axum::serve(listener, ops::router(ops_state))
@@ -67,24 +69,25 @@ pub async fn run(
         nats,
         js,
     });
-    let ownership = ownership::Ownership::new(settings.common.partitions);
-    tracing::info!(owner = %ownership.owner(), partitions = settings.common.partitions, "worker started");
-
+    let coordination =
+        topology::ensure_coordination(&ctx.js, settings.lease_ttl, settings.common.stream_replicas)
+            .await?;
+    let coordinator = ownership::Coordinator::new(
+        ctx.clone(),
+        coordination,
+        topology.purchases.clone(),
+        ops_addr.to_string(),
+        opts.clone(),
+    )
+    .await?;
+    tracing::info!(worker = %settings.worker_id, partitions = settings.common.partitions, "worker started");
     let mut tasks = JoinSet::new();
-    for p in ownership.partitions() {
-        let consumer: PullConsumer = topology
-            .purchases
-            .get_consumer(&consumer_name(p))
-            .await
-            .map_err(|e| anyhow::anyhow!("consumer of partition {p} missing: {e}"))?;
-        let fence = ownership.fence(p);
-        let (ctx, stop) = (ctx.clone(), shutdown.child_token());
-        tasks.spawn(async move {
-            let exit = partition::run(ctx, consumer, fence, stop).await;
-            (p, exit)
-        });
-    }
-    metrics::gauge!("giftcard_worker_partitions_owned").set(tasks.len() as f64);
+    tasks.spawn({
+        let stop = shutdown.clone();
+        async move {
+            coordinator.run(stop).await;
+        }
+    });
 
     let dlq_consumer: PullConsumer = topology
         .dlq
@@ -95,18 +98,12 @@ pub async fn run(
         let (db, stop) = (db.clone(), shutdown.child_token());
         async move {
             dead_letters::run_indexer(dlq_consumer, db, stop).await;
-            (u16::MAX, partition::Exit::Shutdown)
         }
     });
 
     while let Some(res) = tasks.join_next().await {
-        match res {
-            Ok((p, partition::Exit::Fenced)) => {
-                metrics::gauge!("giftcard_worker_partitions_owned").decrement(1.0);
-                tracing::warn!(partition = p, "partition released after fencing");
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "a worker task failed"),
+        if let Err(e) = res {
+            tracing::error!(error = %e, "a worker task failed");
         }
     }
     let _ = ops_server.await;

@@ -53,6 +53,22 @@ pub async fn run(
 ) -> Exit {
     let batch_size = ctx.settings.batch_size;
     loop {
+        match batch::claim(&ctx.db, &fence).await {
+            Ok(()) => break,
+            Err(BatchError::Fenced { .. }) => {
+                metrics::counter!("giftcard_worker_fenced_batches_total").increment(1);
+                return Exit::Fenced;
+            }
+            Err(e) => {
+                tracing::warn!(partition = fence.partition, error = %e, "cannot record ownership in PostgreSQL yet; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return Exit::Shutdown,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    loop {
         let mut messages = match consumer
             .stream()
             .max_messages_per_batch(batch_size)

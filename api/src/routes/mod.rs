@@ -5,6 +5,7 @@ pub mod admin;
 pub mod catalog;
 pub mod dead_letters;
 pub mod ops;
+pub mod partitions;
 pub mod purchases;
 
 use axum::Router;
@@ -24,6 +25,7 @@ use crate::state::AppState;
         admin::create_card, admin::update_card, admin::import_codes, admin::delete_code,
         admin::credit_wallet,
         dead_letters::list, dead_letters::replay, dead_letters::replay_all, dead_letters::discard,
+        partitions::list,
         ops::healthz, ops::readyz, ops::metrics_text, ops::openapi,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
@@ -54,6 +56,7 @@ pub fn router() -> Router<AppState> {
         .merge(catalog::router())
         .merge(admin::router())
         .merge(dead_letters::router())
+        .merge(partitions::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound("no such route; see GET /openapi.json".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{value_parser, Args, Parser, Subcommand};
+use clap::{value_parser, Args, Parser, Subcommand, ValueEnum};
 use giftcard_shared::domain::Money;
 use reqwest::Url;
 use uuid::Uuid;
@@ -187,22 +187,59 @@ pub enum PurchaseCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCmd {
-    /// List dead letters.
+    /// List dead letters, oldest first (by default those still pending).
     List {
+        /// Only the dead letters of this gift card.
         #[arg(long)]
         card: Option<Uuid>,
-        #[arg(long, value_parser = value_parser!(u8).range(1..=100))]
-        limit: Option<u8>,
+        /// Which dead letters to list [default: pending].
+        #[arg(long, value_enum)]
+        state: Option<DlqState>,
+        /// Page size (the api's default is 100; 500 with --all).
+        #[arg(long, value_parser = value_parser!(u16).range(1..=500))]
+        limit: Option<u16>,
+        /// Follow next_cursor through every page.
+        #[arg(long)]
+        all: bool,
     },
+    /// Show one dead letter: its fields, message, headers, history and events.
+    Inspect { id: Uuid },
     /// Replay one dead letter.
     Replay { id: Uuid },
-    /// Replay every dead letter, or those of one card.
+    /// Replay every pending dead letter (or those of one card), oldest
+    /// first, one at a time with progress; re-running it is safe.
     ReplayAll {
         #[arg(long)]
         card: Option<Uuid>,
+        /// Let the api replay them all in one request (no progress, no
+        /// skip count).
+        #[arg(long)]
+        server_side: bool,
     },
     /// Discard a dead letter: its purchase fails with DISCARDED.
     Discard { id: Uuid },
+}
+
+/// The `state` filter of `dlq list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DlqState {
+    /// Waiting for an operator.
+    Pending,
+    Replayed,
+    Discarded,
+    All,
+}
+
+impl DlqState {
+    /// The value of the api's `state` query parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Replayed => "replayed",
+            Self::Discarded => "discarded",
+            Self::All => "all",
+        }
+    }
 }
 
 fn parse_money(s: &str) -> Result<Money, String> {
@@ -260,5 +297,63 @@ mod tests {
             "1",
         ])
         .is_err());
+    }
+
+    fn dlq(args: &[&str]) -> Result<DlqCmd, clap::Error> {
+        let argv = ["giftcardctl", "dlq"].iter().chain(args).copied();
+        match Cli::try_parse_from(argv)?.command {
+            Command::Dlq(cmd) => Ok(cmd),
+            other => panic!("wrong command {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dlq_list_takes_a_state_a_limit_up_to_500_and_all() {
+        let DlqCmd::List {
+            card,
+            state,
+            limit,
+            all,
+        } = dlq(&["list", "--state", "all", "--limit", "500", "--all"]).unwrap()
+        else {
+            panic!("wrong command");
+        };
+        assert_eq!(
+            (card, state, limit, all),
+            (None, Some(DlqState::All), Some(500), true)
+        );
+        let DlqCmd::List {
+            state, limit, all, ..
+        } = dlq(&["list"]).unwrap()
+        else {
+            panic!("wrong command");
+        };
+        assert_eq!((state, limit, all), (None, None, false));
+        assert!(dlq(&["list", "--limit", "501"]).is_err());
+        assert!(dlq(&["list", "--limit", "0"]).is_err());
+        assert!(dlq(&["list", "--state", "resolved"]).is_err());
+    }
+
+    #[test]
+    fn dlq_replay_all_is_client_side_unless_asked() {
+        let card = "7f1a2b3c-0000-4000-8000-000000000001";
+        let DlqCmd::ReplayAll {
+            card: c,
+            server_side,
+        } = dlq(&["replay-all", "--card", card]).unwrap()
+        else {
+            panic!("wrong command");
+        };
+        assert_eq!(c, Some(card.parse().unwrap()));
+        assert!(!server_side);
+        let DlqCmd::ReplayAll { server_side, .. } = dlq(&["replay-all", "--server-side"]).unwrap()
+        else {
+            panic!("wrong command");
+        };
+        assert!(server_side);
+        assert!(matches!(
+            dlq(&["inspect", card]).unwrap(),
+            DlqCmd::Inspect { .. }
+        ));
     }
 }

@@ -64,6 +64,22 @@ pub enum CtlError {
         duplicates: u64,
         cause: Box<CtlError>,
     },
+    /// `dlq replay-all` stopped at a dead letter it could not replay.
+    #[error(
+        "replay-all stopped at dead letter {id} ({position} of {total}): {}; {replayed} replayed \
+         and {skipped} skipped (already resolved) before it",
+        .cause.report()
+    )]
+    ReplayInterrupted {
+        id: Uuid,
+        /// 1-based position of `id` in the listed order.
+        position: usize,
+        total: usize,
+        replayed: u64,
+        skipped: u64,
+        card: Option<Uuid>,
+        cause: Box<CtlError>,
+    },
     #[error("purchase {id} {status}: {code}: {message}")]
     PurchaseFailed {
         id: Uuid,
@@ -166,6 +182,12 @@ impl CtlError {
                 "re-running the same import is safe: codes already imported are skipped as duplicates ({})",
                 cause.hint()
             ),
+            Self::ReplayInterrupted { card, cause, .. } => format!(
+                "re-running `giftcardctl --admin dlq replay-all{}` is safe: it lists again and \
+                 replays only the dead letters still pending ({})",
+                card.map(|c| format!(" --card {c}")).unwrap_or_default(),
+                cause.hint()
+            ),
             Self::StillPending { id, .. } => format!(
                 "the purchase is queued and will finish; check it later with `giftcardctl purchase show {id}`"
             ),
@@ -201,6 +223,9 @@ fn api_hint(code: &str) -> &'static str {
             "activate the card with `giftcardctl --admin cards update ID --active true`"
         }
         "DISCARDED" => "an operator discarded it after it was dead-lettered; buy again with a new key",
+        "DEAD_LETTER_RESOLVED" => {
+            "it was already replayed or discarded; `giftcardctl --admin dlq inspect ID` shows its events"
+        }
         "DEAD_LETTERED" => "an operator can replay it with `giftcardctl --admin dlq replay`",
         "SERVICE_UNAVAILABLE" => {
             "the api could not durably accept the request; retry shortly (`giftcardctl status` shows readiness)"

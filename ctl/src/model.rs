@@ -2,6 +2,8 @@
 //! strings the api sent (never floats); unknown fields are ignored so that a
 //! newer api does not break an older CLI.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -84,6 +86,8 @@ pub struct Wallet {
     pub balance: String,
 }
 
+/// A dead letter as listed (`GET /v1/admin/dead-letters`), and each entry
+/// of a dead letter's history.
 #[derive(Debug, Deserialize)]
 pub struct DeadLetter {
     pub id: Uuid,
@@ -98,7 +102,52 @@ pub struct DeadLetter {
     #[serde(default)]
     pub attempts: Option<i64>,
     #[serde(default)]
+    pub original_subject: Option<String>,
+    #[serde(default)]
+    pub original_sequence: Option<i64>,
+    /// `pending`, `replayed` or `discarded`.
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
     pub dead_lettered_at: Option<String>,
+}
+
+/// `GET /v1/admin/dead-letters/{id}`: a dead letter with its message,
+/// headers, history and events.
+#[derive(Debug, Deserialize)]
+pub struct DeadLetterDetail {
+    #[serde(flatten)]
+    pub dead_letter: DeadLetter,
+    #[serde(default)]
+    pub resolved_at: Option<String>,
+    #[serde(default)]
+    pub resolved_by: Option<String>,
+    #[serde(default)]
+    pub replayed_from: Option<Uuid>,
+    /// The message as dead-lettered: JSON, a string when it was not JSON,
+    /// or null when the api could not read it from the stream.
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Every dead-lettering of the same purchase, oldest first.
+    #[serde(default)]
+    pub history: Vec<DeadLetter>,
+    #[serde(default)]
+    pub events: Vec<DeadLetterEvent>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeadLetterEvent {
+    pub dead_letter_id: Uuid,
+    /// `dead_lettered`, `replayed` or `discarded`.
+    pub action: String,
+    #[serde(default)]
+    pub actor: String,
+    #[serde(default)]
+    pub outcome: String,
+    #[serde(default)]
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

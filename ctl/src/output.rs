@@ -71,6 +71,33 @@ pub fn opt<T: ToString>(v: &Option<T>) -> String {
         .map_or_else(|| "-".to_owned(), ToString::to_string)
 }
 
+/// `text` on one line (runs of whitespace, newlines included, become one
+/// space), cut to at most `max` characters with a trailing `…`.
+pub fn truncate(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let keep = max.saturating_sub(1);
+    let mut out: String = one_line.chars().take(keep).collect();
+    out.truncate(out.trim_end().len());
+    out.push('…');
+    out
+}
+
+/// Every line of `text` prefixed with `prefix` (empty lines stay empty).
+pub fn indent(text: &str, prefix: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        if !line.is_empty() {
+            out.push_str(prefix);
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +120,22 @@ mod tests {
             key_values(&[("id", "1".into()), ("status", "ok".into())]),
             "id:     1\nstatus: ok\n"
         );
+    }
+
+    #[test]
+    fn truncate_keeps_short_text_and_cuts_long_text_on_one_line() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("a\n  b\tc", 10), "a b c");
+        assert_eq!(truncate("0123456789", 10), "0123456789");
+        assert_eq!(truncate("0123456789a", 10), "012345678…");
+        assert_eq!(truncate("abcd efgh", 6), "abcd…");
+        assert_eq!(truncate("ééééé", 3), "éé…");
+        assert_eq!(truncate("x".repeat(200).as_str(), 60).chars().count(), 60);
+    }
+
+    #[test]
+    fn indent_prefixes_non_empty_lines() {
+        assert_eq!(indent("a\n\nb", "  "), "  a\n\n  b\n");
+        assert_eq!(indent("", "  "), "");
     }
 }

@@ -117,6 +117,9 @@ pub struct WorkerSettings {
     /// `GIFTCARD_LEASE_RENEW_MS`, default 1000: how often leases are renewed
     /// and the assignment recomputed (at most a third of the TTL).
     pub lease_renew: Duration,
+    /// `GIFTCARD_STATEMENT_TIMEOUT_MS`, default 5000: a batch statement
+    /// running longer fails the attempt (retried, then dead-lettered).
+    pub statement_timeout: Duration,
     /// `GIFTCARD_WORKER_ID`, default `<hostname>-<random>`: this replica's
     /// name in leases, fences and `giftcardctl status`.
     pub worker_id: String,
@@ -244,6 +247,17 @@ impl WorkerSettings {
         let lease_renew = parse_var("GIFTCARD_LEASE_RENEW_MS", 1000u64, "milliseconds")?;
         let lease_ttl = in_range("GIFTCARD_LEASE_TTL_MS", lease_ttl, 1000, 300_000)?;
         let lease_renew = in_range("GIFTCARD_LEASE_RENEW_MS", lease_renew, 100, lease_ttl / 3)?;
+        let statement_timeout = parse_var(
+            "GIFTCARD_STATEMENT_TIMEOUT_MS",
+            5000u64,
+            "milliseconds 100..=600000",
+        )?;
+        let statement_timeout = in_range(
+            "GIFTCARD_STATEMENT_TIMEOUT_MS",
+            statement_timeout,
+            100,
+            600_000,
+        )?;
         let worker_id = match var("GIFTCARD_WORKER_ID") {
             Some(id) => id,
             None => default_worker_id(),
@@ -278,6 +292,7 @@ impl WorkerSettings {
             ack_wait: Duration::from_secs(in_range("GIFTCARD_ACK_WAIT_SECS", ack_wait, 5, 600)?),
             lease_ttl: Duration::from_millis(lease_ttl),
             lease_renew: Duration::from_millis(lease_renew),
+            statement_timeout: Duration::from_millis(statement_timeout),
             worker_id,
         })
     }
@@ -296,6 +311,7 @@ impl WorkerSettings {
             ack_wait: Duration::from_secs(15),
             lease_ttl: Duration::from_secs(6),
             lease_renew: Duration::from_secs(1),
+            statement_timeout: Duration::from_secs(5),
             worker_id: default_worker_id(),
         }
     }

@@ -45,6 +45,9 @@ pub const HEADER_DLQ_ID: &str = "Giftcard-Dlq-Id";
 pub const HEADER_DLQ_PURCHASE_ID: &str = "Giftcard-Dlq-Purchase-Id";
 pub const HEADER_DLQ_GIFT_CARD_ID: &str = "Giftcard-Dlq-Gift-Card-Id";
 pub const HEADER_DLQ_USER_ID: &str = "Giftcard-Dlq-User-Id";
+/// On a replayed message (and on its dead letter, if it fails again): the
+/// dead letter it was replayed from.
+pub const HEADER_REPLAY_OF: &str = "Giftcard-Replay-Of";
 
 /// Partition of a card: a stable FNV-1a hash of the card id's bytes, so the
 /// api and every worker agree without coordination.

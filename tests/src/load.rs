@@ -19,6 +19,8 @@ pub struct Accepted {
     pub user: String,
     pub id: String,
     pub status: u16,
+    /// Time from sending the request to its answer.
+    pub latency: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +65,7 @@ impl Load {
                         let n = counter.fetch_add(1, Ordering::Relaxed) as usize;
                         let (user, token) = &tokens[n % tokens.len()];
                         let card = cards[(n / tokens.len() + n) % cards.len()];
+                        let sent = std::time::Instant::now();
                         let resp = http
                             .post(&url)
                             .bearer_auth(token)
@@ -74,6 +77,7 @@ impl Load {
                         match resp {
                             Ok(r) => {
                                 let status = r.status().as_u16();
+                                let latency = sent.elapsed();
                                 let body: serde_json::Value = r.json().await.unwrap_or_default();
                                 if matches!(status, 201 | 202 | 404 | 409) {
                                     let id = body["id"].as_str().unwrap_or_default().to_owned();
@@ -81,6 +85,7 @@ impl Load {
                                         user: user.clone(),
                                         id,
                                         status,
+                                        latency,
                                     });
                                 } else {
                                     out.other.push(format!("{status}: {body}"));

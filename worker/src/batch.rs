@@ -98,8 +98,15 @@ pub async fn process(
     db: &DatabaseConnection,
     fence: &Fence,
     items: &[Item],
+    statement_timeout: std::time::Duration,
 ) -> Result<Outcomes, BatchError> {
     let txn = db.begin().await?;
+    // A hung statement fails the attempt instead of holding the partition.
+    txn.execute_unprepared(&format!(
+        "SET LOCAL statement_timeout = {}",
+        statement_timeout.as_millis()
+    ))
+    .await?;
     check_fence(&txn, fence).await?;
 
     let ids: Vec<Uuid> = items.iter().map(|i| i.message.purchase_id).collect();

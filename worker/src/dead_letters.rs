@@ -55,6 +55,9 @@ pub async fn publish(
     if let Some(c) = card {
         h.insert(HEADER_DLQ_GIFT_CARD_ID, c.to_string().as_str());
     }
+    if let Some(prior) = msg.headers.as_ref().and_then(|h| h.get(HEADER_REPLAY_OF)) {
+        h.insert(HEADER_REPLAY_OF, prior.as_str());
+    }
     let subject = format!(
         "{DLQ_SUBJECT_PREFIX}.{}",
         card.map_or_else(|| "unknown".to_owned(), |c| c.to_string())
@@ -156,12 +159,14 @@ async fn index(db: &DatabaseConnection, msg: &jetstream::Message) -> anyhow::Res
         .unwrap_or(0);
     let decoded = serde_json::from_slice::<PurchaseMessage>(&msg.payload).ok();
     let card: Option<Uuid> = header(h, HEADER_DLQ_GIFT_CARD_ID).and_then(|s| s.parse().ok());
+    let replayed_from: Option<Uuid> = header(h, HEADER_REPLAY_OF).and_then(|s| s.parse().ok());
     let txn = db.begin().await?;
-    txn.execute(Statement::from_sql_and_values(
+    let inserted = txn.execute(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "INSERT INTO dead_letters (id, purchase_id, gift_card_id, user_id, reason, attempts, original_subject, \
-           original_sequence, dlq_sequence, dead_lettered_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+           original_sequence, dlq_sequence, dead_lettered_at, replayed_from) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, (SELECT d.id FROM dead_letters d WHERE d.id = $11)) \
+         ON CONFLICT (id) DO NOTHING",
         [
             id.into(),
             decoded.as_ref().map(|m| m.purchase_id).into(),
@@ -173,9 +178,24 @@ async fn index(db: &DatabaseConnection, msg: &jetstream::Message) -> anyhow::Res
             orig_seq.into(),
             dlq_seq.into(),
             published.into(),
+            replayed_from.into(),
         ],
     ))
-    .await?;
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        txn.execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO dead_letter_events (dead_letter_id, action, actor, outcome, at) \
+             VALUES ($1, 'dead_lettered', 'worker', $2, $3)",
+            [
+                id.into(),
+                format!("after {attempts} attempt(s): {reason}").into(),
+                published.into(),
+            ],
+        ))
+        .await?;
+    }
     if let Some(m) = decoded.as_ref().filter(|m| (1..=10).contains(&m.quantity)) {
         txn.execute(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -200,4 +220,26 @@ async fn index(db: &DatabaseConnection, msg: &jetstream::Message) -> anyhow::Res
     }
     txn.commit().await?;
     Ok(())
+}
+
+/// Publishes the number of dead letters waiting for an operator as
+/// `giftcard_dead_letters_pending`, every 10 s until `shutdown`.
+pub async fn run_backlog_gauge(db: DatabaseConnection, shutdown: CancellationToken) {
+    loop {
+        let count = db
+            .query_one(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT count(*) AS n FROM dead_letters WHERE state = 'pending'".to_owned(),
+            ))
+            .await;
+        if let Ok(Some(row)) = count {
+            if let Ok(n) = row.try_get::<i64>("", "n") {
+                metrics::gauge!("giftcard_dead_letters_pending").set(n as f64);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
 }

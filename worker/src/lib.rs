@@ -100,6 +100,10 @@ pub async fn run(
             dead_letters::run_indexer(dlq_consumer, db, stop).await;
         }
     });
+    tasks.spawn(dead_letters::run_backlog_gauge(
+        db.clone(),
+        shutdown.child_token(),
+    ));
 
     while let Some(res) = tasks.join_next().await {
         if let Err(e) = res {

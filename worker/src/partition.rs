@@ -215,7 +215,7 @@ async fn process_with_retries(
     loop {
         attempt += 1;
         let txn_started = Instant::now();
-        let result = batch::process(&ctx.db, fence, &items).await;
+        let result = batch::process(&ctx.db, fence, &items, ctx.settings.statement_timeout).await;
         metrics::histogram!("giftcard_worker_transaction_seconds")
             .record(txn_started.elapsed().as_secs_f64());
         match result {

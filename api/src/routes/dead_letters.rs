@@ -6,15 +6,15 @@ use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::HeaderMap as NatsHeaders;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use giftcard_shared::contract::{HEADER_VERSION, MESSAGE_VERSION};
+use giftcard_shared::contract::{HEADER_REPLAY_OF, HEADER_VERSION, MESSAGE_VERSION};
 use giftcard_shared::domain::FailureCode;
 use giftcard_shared::entities::dead_letter;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -29,7 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/dead-letters", get(list))
         .route("/v1/admin/dead-letters/replay", post(replay_all))
         .route("/v1/admin/dead-letters/{id}/replay", post(replay))
-        .route("/v1/admin/dead-letters/{id}", delete(discard))
+        .route("/v1/admin/dead-letters/{id}", get(inspect).delete(discard))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -69,6 +69,8 @@ impl From<dead_letter::Model> for DeadLetterView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLetterList {
     pub items: Vec<DeadLetterView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -77,11 +79,29 @@ pub struct ListParams {
     /// 1..=500, default 100.
     pub limit: Option<u64>,
     pub gift_card_id: Option<Uuid>,
+    /// `pending` (default: waiting for an operator), `replayed`,
+    /// `discarded` or `all`.
+    pub state: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
-/// Dead letters waiting for an operator, oldest first.
+fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    hex::encode(format!("{}|{id}", at.to_rfc3339()))
+}
+
+fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let raw = String::from_utf8(hex::decode(s).ok()?).ok()?;
+    let (at, id) = raw.split_once('|')?;
+    Some((
+        DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
+        id.parse().ok()?,
+    ))
+}
+
+/// Dead letters, oldest first (default: those waiting for an operator).
 #[utoipa::path(get, path = "/v1/admin/dead-letters", tag = "dead-letters", params(ListParams),
-    responses((status = 200, body = DeadLetterList), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = DeadLetterList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -94,19 +114,181 @@ pub async fn list(
             "limit must be between 1 and 500".into(),
         ));
     }
-    let mut q = dead_letter::Entity::find().filter(dead_letter::Column::State.eq("pending"));
+    let mut q = dead_letter::Entity::find();
+    match p.state.as_deref().unwrap_or("pending") {
+        "all" => {}
+        s @ ("pending" | "replayed" | "discarded") => {
+            q = q.filter(dead_letter::Column::State.eq(s))
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "state {other:?} is not one of pending, replayed, discarded, all"
+            )))
+        }
+    }
     if let Some(card) = p.gift_card_id {
         q = q.filter(dead_letter::Column::GiftCardId.eq(card));
     }
-    let rows = q
+    if let Some(c) = p.cursor.as_deref() {
+        let (at, id) = decode_cursor(c)
+            .ok_or_else(|| ApiError::BadRequest("cursor is not one this api issued".into()))?;
+        q = q.filter(
+            Condition::any()
+                .add(dead_letter::Column::DeadLetteredAt.gt(at))
+                .add(
+                    Condition::all()
+                        .add(dead_letter::Column::DeadLetteredAt.eq(at))
+                        .add(dead_letter::Column::Id.gt(id)),
+                ),
+        );
+    }
+    let mut rows = q
         .order_by_asc(dead_letter::Column::DeadLetteredAt)
         .order_by_asc(dead_letter::Column::Id)
-        .limit(limit)
+        .limit(limit + 1)
         .all(&state.db)
         .await?;
+    let next_cursor = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| encode_cursor(r.dead_lettered_at, r.id))
+    } else {
+        None
+    };
     Ok(Json(DeadLetterList {
         items: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
     }))
+}
+
+/// One entry of a dead letter's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterEvent {
+    #[schema(value_type = String, format = Uuid)]
+    pub dead_letter_id: Uuid,
+    /// `dead_lettered`, `replayed` or `discarded`.
+    pub action: String,
+    /// `worker`, or the admin who acted.
+    pub actor: String,
+    pub outcome: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A dead letter in full.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterDetail {
+    #[serde(flatten)]
+    pub dead_letter: DeadLetterView,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolved_by: Option<String>,
+    /// The dead letter this message was replayed from, if any.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub replayed_from: Option<Uuid>,
+    /// The message as it was dead-lettered (JSON if it parses, else text).
+    pub payload: serde_json::Value,
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Every dead-lettering of this purchase, oldest first.
+    pub history: Vec<DeadLetterView>,
+    /// What happened to those dead letters, oldest first.
+    pub events: Vec<DeadLetterEvent>,
+}
+
+#[derive(sea_orm::FromQueryResult)]
+struct EventRow {
+    dead_letter_id: Uuid,
+    action: String,
+    actor: String,
+    outcome: String,
+    at: DateTime<Utc>,
+}
+
+/// A dead letter with its message, headers and history.
+#[utoipa::path(get, path = "/v1/admin/dead-letters/{id}", tag = "dead-letters",
+    params(("id" = String, Path, format = Uuid)),
+    responses((status = 200, body = DeadLetterDetail), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn inspect(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<DeadLetterDetail>> {
+    let dl = dead_letter::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such dead letter".into()))?;
+    let (payload, headers) = match state.topology.dlq.direct_get(dl.dlq_sequence as u64).await {
+        Ok(raw) => {
+            let payload = serde_json::from_slice(&raw.payload).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&raw.payload).into_owned())
+            });
+            let headers = raw
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    let v: Vec<&str> = v.iter().map(|x| x.as_str()).collect();
+                    (k.to_string(), v.join(", "))
+                })
+                .collect();
+            (payload, headers)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, dead_letter = %id, "dead-letter message unreadable");
+            (serde_json::Value::Null, Default::default())
+        }
+    };
+    let history: Vec<dead_letter::Model> = match dl.purchase_id {
+        Some(pid) => {
+            dead_letter::Entity::find()
+                .filter(dead_letter::Column::PurchaseId.eq(pid))
+                .order_by_asc(dead_letter::Column::DeadLetteredAt)
+                .all(&state.db)
+                .await?
+        }
+        None => vec![dl.clone()],
+    };
+    let ids: Vec<Uuid> = history.iter().map(|h| h.id).collect();
+    let events = EventRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT dead_letter_id, action, actor, outcome, at FROM dead_letter_events \
+         WHERE dead_letter_id = ANY($1) ORDER BY at, id",
+        [ids.into()],
+    ))
+    .all(&state.db)
+    .await?
+    .into_iter()
+    .map(|e| DeadLetterEvent {
+        dead_letter_id: e.dead_letter_id,
+        action: e.action,
+        actor: e.actor,
+        outcome: e.outcome,
+        at: e.at,
+    })
+    .collect();
+    Ok(Json(DeadLetterDetail {
+        resolved_at: dl.resolved_at,
+        resolved_by: dl.resolved_by.clone(),
+        replayed_from: dl.replayed_from,
+        dead_letter: dl.into(),
+        payload,
+        headers,
+        history: history.into_iter().map(Into::into).collect(),
+        events,
+    }))
+}
+
+async fn record_event<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+    action: &str,
+    actor: &str,
+    outcome: &str,
+) -> Result<(), sea_orm::DbErr> {
+    db.execute(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "INSERT INTO dead_letter_events (dead_letter_id, action, actor, outcome) VALUES ($1, $2, $3, $4)",
+        [id.into(), action.into(), actor.into(), outcome.into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 async fn pending_dead_letter(state: &AppState, id: Uuid) -> ApiResult<dead_letter::Model> {
@@ -139,6 +321,7 @@ async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiRe
         })?;
     let mut headers = NatsHeaders::new();
     headers.insert(HEADER_VERSION, MESSAGE_VERSION.to_string().as_str());
+    headers.insert(HEADER_REPLAY_OF, dl.id.to_string().as_str());
     let msg_id = format!(
         "{}:replay:{}",
         dl.purchase_id.map(|p| p.to_string()).unwrap_or_default(),
@@ -157,13 +340,21 @@ async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiRe
         .await
         .map_err(|e| ApiError::Unavailable(format!("replay was not acknowledged: {e}")))?;
     let txn = sea_orm::TransactionTrait::begin(&state.db).await?;
-    txn.execute(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "UPDATE dead_letters SET state = 'replayed', resolved_at = now(), resolved_by = $2 \
-         WHERE id = $1 AND state = 'pending'",
-        [dl.id.into(), by.into()],
-    ))
-    .await?;
+    let claimed = txn
+        .execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE dead_letters SET state = 'replayed', resolved_at = now(), resolved_by = $2 \
+             WHERE id = $1 AND state = 'pending'",
+            [dl.id.into(), by.into()],
+        ))
+        .await?
+        .rows_affected();
+    let outcome = if claimed == 1 {
+        format!("republished to {}", dl.original_subject)
+    } else {
+        "already replayed concurrently; the duplicate publish was dropped".to_owned()
+    };
+    record_event(&txn, dl.id, "replayed", by, &outcome).await?;
     if let Some(pid) = dl.purchase_id {
         // Reads fall back to `pending` until the worker stores the outcome.
         txn.execute(Statement::from_sql_and_values(
@@ -272,6 +463,14 @@ pub async fn discard(
             message: "this dead letter was resolved concurrently".into(),
         });
     }
+    record_event(
+        &txn,
+        id,
+        "discarded",
+        admin.user.as_str(),
+        "purchase marked failed (DISCARDED)",
+    )
+    .await?;
     if let Some(pid) = dl.purchase_id {
         let code = FailureCode::Discarded;
         txn.execute(Statement::from_sql_and_values(

@@ -24,7 +24,7 @@ use crate::state::AppState;
         catalog::list_cards, catalog::get_card, catalog::get_wallet,
         admin::create_card, admin::update_card, admin::import_codes, admin::delete_code,
         admin::credit_wallet,
-        dead_letters::list, dead_letters::replay, dead_letters::replay_all, dead_letters::discard,
+        dead_letters::list, dead_letters::inspect, dead_letters::replay, dead_letters::replay_all, dead_letters::discard,
         partitions::list,
         ops::healthz, ops::readyz, ops::metrics_text, ops::openapi,
     ),

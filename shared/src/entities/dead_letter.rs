@@ -19,6 +19,8 @@ pub struct Model {
     pub dead_lettered_at: DateTimeUtc,
     pub resolved_at: Option<DateTimeUtc>,
     pub resolved_by: Option<String>,
+    /// The dead letter whose replay this message was, if any.
+    pub replayed_from: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -116,3 +116,110 @@ async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
     assert_error(s, &b, 404, "NOT_FOUND");
     app.stop().await;
 }
+
+/// A purchase dead-lettered while PostgreSQL was down, replayed twice at the
+/// same moment, is processed once and charged once; the replay is recorded.
+#[tokio::test]
+async fn replaying_one_dead_letter_twice_concurrently_charges_once() {
+    let mut app = TestApp::spawn_with(giftcard_tests::Options {
+        own_postgres: true,
+        max_attempts: 2,
+        retry_base: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await;
+    let card = app.card_with_stock("3.00", 5).await;
+    app.credit("quinn", "13.00").await;
+    // The card's partition is owned and serving before the outage.
+    let (s, _, b) = app.buy("quinn", card, 1, None, "wait=10").await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    app.pg.as_mut().unwrap().stop();
+    let (s, _, b) = app.buy("quinn", card, 1, Some("outage"), "wait=1").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let pid = b["id"].as_str().unwrap().to_owned();
+    // Two attempts fail (each may wait for a connect timeout), then the
+    // message is dead-lettered; PostgreSQL comes back and it is indexed.
+    // Wait until it is in the dead-letter stream, then bring PostgreSQL back.
+    let js = jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
+    let mut dlq = js
+        .get_stream(giftcard_shared::contract::DLQ_STREAM)
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        if dlq.info().await.unwrap().state.messages >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        dlq.info().await.unwrap().state.messages,
+        1,
+        "dead-lettered within 30 s"
+    );
+    app.pg.as_mut().unwrap().restart();
+    let list = wait_dead_letters(&app, 1).await;
+    let dl = list["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list["items"][0]["purchase_id"], pid.as_str());
+    let p = app.wait_terminal("quinn", &pid).await;
+    assert_eq!(p["status"], "dead_lettered", "{p}");
+
+    let admin = app.admin_token();
+    let (s, _, detail) = app
+        .call(
+            Method::GET,
+            &format!("/v1/admin/dead-letters/{dl}"),
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{detail}");
+    assert_eq!(detail["payload"]["purchase_id"], pid.as_str());
+    assert!(
+        detail["headers"]["Giftcard-Dlq-Reason"]
+            .as_str()
+            .unwrap()
+            .contains("technical failure"),
+        "{detail}"
+    );
+    assert_eq!(detail["history"].as_array().unwrap().len(), 1);
+    assert_eq!(detail["events"][0]["action"], "dead_lettered");
+
+    let path = format!("/v1/admin/dead-letters/{dl}/replay");
+    let (a, b) = tokio::join!(
+        app.call(Method::POST, &path, Some(&admin), None, &[]),
+        app.call(Method::POST, &path, Some(&admin), None, &[])
+    );
+    for (s, _, body) in [&a, &b] {
+        assert!(
+            *s == StatusCode::ACCEPTED || *s == StatusCode::CONFLICT,
+            "{s}: {body}"
+        );
+    }
+    let p = app.wait_terminal("quinn", &pid).await;
+    assert_eq!(p["status"], "succeeded", "{p}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.balance("quinn").await, "7.00", "charged once");
+    let (s, _, b) = app.call(Method::POST, &path, Some(&admin), None, &[]).await;
+    assert_error(s, &b, 409, "DEAD_LETTER_RESOLVED");
+    let (_, _, detail) = app
+        .call(
+            Method::GET,
+            &format!("/v1/admin/dead-letters/{dl}"),
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(detail["state"], "replayed");
+    assert_eq!(detail["resolved_by"], "admin");
+    let actions: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"replayed"), "{actions:?}");
+    giftcard_tests::invariants::check(&app.db).await;
+    app.stop().await;
+}

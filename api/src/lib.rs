@@ -9,6 +9,7 @@
 //! - [`extract`]: extractors answering bad input with a 4xx.
 //! - [`replies`]: routes worker replies to waiting requests.
 
+pub mod cursor;
 pub mod error;
 pub mod extract;
 pub mod replies;

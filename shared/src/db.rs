@@ -21,3 +21,35 @@ pub async fn connect(settings: &CommonSettings, lazy: bool) -> Result<DatabaseCo
         .sqlx_logging(false);
     Database::connect(opts).await
 }
+
+/// `($1::t1,$2::t2,…),(…)`: placeholders for a multi-row `VALUES` of `rows`
+/// rows, each column cast to its type (PostgreSQL cannot infer types inside
+/// `FROM (VALUES …)`).
+pub fn values_clause(rows: usize, casts: &[&str]) -> String {
+    let mut s = String::with_capacity(rows * casts.len() * 12);
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for (c, cast) in casts.iter().enumerate() {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!("${}::{cast}", r * casts.len() + c + 1));
+        }
+        s.push(')');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_clause_numbers_and_casts_placeholders() {
+        assert_eq!(
+            super::values_clause(2, &["uuid", "text"]),
+            "($1::uuid,$2::text),($3::uuid,$4::text)"
+        );
+    }
+}

@@ -11,6 +11,7 @@
 //!   streams, consumers and KV buckets.
 //! - [`entities`]: SeaORM entities for the PostgreSQL schema that
 //!   `giftcard-migrations` creates.
+//! - [`process`]: what every binary does around its `run(...)`.
 //! - [`purchases`]: reading a stored purchase back as its client view.
 //! - [`telemetry`]: tracing subscriber and Prometheus recorder set-up.
 
@@ -20,6 +21,7 @@ pub mod contract;
 pub mod db;
 pub mod domain;
 pub mod entities;
+pub mod process;
 pub mod purchases;
 pub mod telemetry;
 pub mod topology;

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use giftcard_shared::contract::{PurchaseErrorView, PurchaseMessage, PurchaseView, ReplyOutcome};
+use giftcard_shared::db::values_clause;
 use giftcard_shared::domain::{money_string, FailureCode, PurchaseStatus};
 use giftcard_shared::entities::purchase;
 use giftcard_shared::purchases::{codes_of, view_of};
@@ -333,25 +334,6 @@ fn decide(
     }
 }
 
-/// `($1,$2,…),($n,…)` with `cols` placeholders per row, each cast to its type.
-fn values_clause(rows: usize, casts: &[&str]) -> String {
-    let mut s = String::with_capacity(rows * casts.len() * 12);
-    for r in 0..rows {
-        if r > 0 {
-            s.push(',');
-        }
-        s.push('(');
-        for (c, cast) in casts.iter().enumerate() {
-            if c > 0 {
-                s.push(',');
-            }
-            s.push_str(&format!("${}::{cast}", r * casts.len() + c + 1));
-        }
-        s.push(')');
-    }
-    s
-}
-
 async fn write(
     txn: &DatabaseTransaction,
     fence: &Fence,
@@ -523,18 +505,5 @@ fn decided_view(item: &Item, d: &Decided, now: DateTime<Utc>) -> PurchaseView {
         sequence: item.sequence,
         created_at: m.accepted_at,
         completed_at: Some(now),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_clause_numbers_and_casts_placeholders() {
-        assert_eq!(
-            values_clause(2, &["uuid", "text"]),
-            "($1::uuid,$2::text),($3::uuid,$4::text)"
-        );
     }
 }

@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{delete, patch, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
+use giftcard_shared::db::values_clause;
 use giftcard_shared::domain::{Money, UserId};
 use giftcard_shared::entities::gift_card;
 use sea_orm::{
@@ -270,16 +271,8 @@ pub async fn import_codes(
     let txn = state.db.begin().await?;
     let mut inserted = 0;
     for chunk in codes.chunks(2000) {
-        let mut sql = String::from(
-            "INSERT INTO activation_codes (id, gift_card_id, code, expires_on) VALUES ",
-        );
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
-        for (i, (code, exp)) in chunk.iter().enumerate() {
-            let b = i * 4;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("(${},${},${},${})", b + 1, b + 2, b + 3, b + 4));
+        for (code, exp) in chunk {
             values.extend([
                 Uuid::new_v4().into(),
                 id.into(),
@@ -287,6 +280,10 @@ pub async fn import_codes(
                 (*exp).into(),
             ]);
         }
+        let mut sql = format!(
+            "INSERT INTO activation_codes (id, gift_card_id, code, expires_on) VALUES {}",
+            values_clause(chunk.len(), &["uuid", "uuid", "text", "timestamptz"])
+        );
         sql.push_str(" ON CONFLICT (gift_card_id, code) DO NOTHING");
         inserted += txn
             .execute(Statement::from_sql_and_values(

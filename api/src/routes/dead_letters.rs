@@ -13,8 +13,8 @@ use giftcard_shared::contract::{HEADER_REPLAY_OF, HEADER_VERSION, MESSAGE_VERSIO
 use giftcard_shared::domain::FailureCode;
 use giftcard_shared::entities::dead_letter;
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    Statement,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -86,19 +86,6 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
-fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
-    hex::encode(format!("{}|{id}", at.to_rfc3339()))
-}
-
-fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let raw = String::from_utf8(hex::decode(s).ok()?).ok()?;
-    let (at, id) = raw.split_once('|')?;
-    Some((
-        DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
-        id.parse().ok()?,
-    ))
-}
-
 /// Dead letters, oldest first (default: those waiting for an operator).
 #[utoipa::path(get, path = "/v1/admin/dead-letters", tag = "dead-letters", params(ListParams),
     responses((status = 200, body = DeadLetterList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
@@ -129,31 +116,16 @@ pub async fn list(
     if let Some(card) = p.gift_card_id {
         q = q.filter(dead_letter::Column::GiftCardId.eq(card));
     }
-    if let Some(c) = p.cursor.as_deref() {
-        let (at, id) = decode_cursor(c)
-            .ok_or_else(|| ApiError::BadRequest("cursor is not one this api issued".into()))?;
-        q = q.filter(
-            Condition::any()
-                .add(dead_letter::Column::DeadLetteredAt.gt(at))
-                .add(
-                    Condition::all()
-                        .add(dead_letter::Column::DeadLetteredAt.eq(at))
-                        .add(dead_letter::Column::Id.gt(id)),
-                ),
-        );
-    }
-    let mut rows = q
-        .order_by_asc(dead_letter::Column::DeadLetteredAt)
-        .order_by_asc(dead_letter::Column::Id)
-        .limit(limit + 1)
-        .all(&state.db)
-        .await?;
-    let next_cursor = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| encode_cursor(r.dead_lettered_at, r.id))
-    } else {
-        None
-    };
+    let (rows, next_cursor) = crate::cursor::page(
+        &state.db,
+        q,
+        (dead_letter::Column::DeadLetteredAt, dead_letter::Column::Id),
+        true,
+        p.cursor.as_deref(),
+        limit,
+        |r| (r.dead_lettered_at, r.id),
+    )
+    .await?;
     Ok(Json(DeadLetterList {
         items: rows.into_iter().map(Into::into).collect(),
         next_cursor,

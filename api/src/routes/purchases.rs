@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{SubsecRound, Utc};
 use giftcard_shared::contract::{
     purchase_subject, AcceptedPurchase, PurchaseMessage, PurchaseReply, PurchaseView, ReplyOutcome,
     HEADER_REPLY_TO, HEADER_VERSION, MESSAGE_VERSION,
@@ -22,7 +22,7 @@ use giftcard_shared::contract::{
 use giftcard_shared::domain::{purchase_id_for, request_hash, PurchaseStatus, Quantity};
 use giftcard_shared::entities::purchase;
 use giftcard_shared::purchases::{codes_of, load, pending_view, view_of};
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -339,19 +339,6 @@ pub struct PurchasePage {
     pub next_cursor: Option<String>,
 }
 
-fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
-    hex::encode(format!("{}|{id}", at.to_rfc3339()))
-}
-
-fn decode_cursor(s: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let raw = String::from_utf8(hex::decode(s).ok()?).ok()?;
-    let (at, id) = raw.split_once('|')?;
-    Some((
-        DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
-        id.parse().ok()?,
-    ))
-}
-
 /// The caller's processed purchases, newest first.
 #[utoipa::path(
     get, path = "/v1/purchases", tag = "purchases", params(ListParams),
@@ -369,32 +356,17 @@ pub async fn list_purchases(
             "limit must be between 1 and 100".into(),
         ));
     }
-    let mut q = purchase::Entity::find().filter(purchase::Column::UserId.eq(caller.user.as_str()));
-    if let Some(c) = params.cursor.as_deref() {
-        let (at, id) = decode_cursor(c)
-            .ok_or_else(|| ApiError::BadRequest("cursor is not one this api issued".into()))?;
-        q = q.filter(
-            Condition::any()
-                .add(purchase::Column::CreatedAt.lt(at))
-                .add(
-                    Condition::all()
-                        .add(purchase::Column::CreatedAt.eq(at))
-                        .add(purchase::Column::Id.lt(id)),
-                ),
-        );
-    }
-    let mut rows = q
-        .order_by_desc(purchase::Column::CreatedAt)
-        .order_by_desc(purchase::Column::Id)
-        .limit(limit + 1)
-        .all(&state.db)
-        .await?;
-    let next_cursor = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| encode_cursor(r.created_at, r.id))
-    } else {
-        None
-    };
+    let q = purchase::Entity::find().filter(purchase::Column::UserId.eq(caller.user.as_str()));
+    let (rows, next_cursor) = crate::cursor::page(
+        &state.db,
+        q,
+        (purchase::Column::CreatedAt, purchase::Column::Id),
+        false,
+        params.cursor.as_deref(),
+        limit,
+        |r| (r.created_at, r.id),
+    )
+    .await?;
     let ids: Vec<Uuid> = rows
         .iter()
         .filter(|r| r.status == PurchaseStatus::Succeeded.as_str())
@@ -406,18 +378,4 @@ pub async fn list_purchases(
         .map(|r| view_of(r, codes.remove(&r.id).unwrap_or_default()))
         .collect();
     Ok(Json(PurchasePage { items, next_cursor }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trips() {
-        let at = Utc::now();
-        let id = Uuid::new_v4();
-        let (a, i) = decode_cursor(&encode_cursor(at, id)).unwrap();
-        assert_eq!((a.timestamp_micros(), i), (at.timestamp_micros(), id));
-        assert!(decode_cursor("zz").is_none());
-    }
 }

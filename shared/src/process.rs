@@ -1,0 +1,65 @@
+//! What every binary does around its `run(...)`: bind the listener, connect
+//! to PostgreSQL and NATS with errors that say what to do, wire the
+//! shutdown signal, and report a failure on stderr with exit code 1.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CommonSettings;
+use crate::{db, telemetry};
+
+/// The connections and listener a service's `run` takes.
+pub struct Started {
+    pub listener: TcpListener,
+    pub db: DatabaseConnection,
+    pub nats: async_nats::Client,
+    /// Cancelled on SIGTERM or Ctrl-C.
+    pub shutdown: CancellationToken,
+}
+
+/// Binds `addr` (named by `listen_var` in errors) and connects lazily to
+/// PostgreSQL (a service starts while it is down) and to NATS.
+pub async fn start(
+    service: &str,
+    common: &CommonSettings,
+    addr: SocketAddr,
+    listen_var: &str,
+) -> anyhow::Result<Started> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {addr} ({e}); set {listen_var} to a free address")
+    })?;
+    let db = db::connect(common, true).await?;
+    let nats = async_nats::ConnectOptions::new()
+        .name(service)
+        .connect(&common.nats_url)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach NATS at {} ({e}); start it (./scripts/stack.sh) or fix NATS_URL",
+                common.nats_url
+            )
+        })?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(telemetry::cancel_on_signal(shutdown.clone()));
+    Ok(Started {
+        listener,
+        db,
+        nats,
+        shutdown,
+    })
+}
+
+/// Runs a binary's body after starting tracing; on error logs it, prints it
+/// on stderr and exits with code 1.
+pub async fn main<F: Future<Output = anyhow::Result<()>>>(service: &str, body: F) {
+    telemetry::init_tracing(service);
+    if let Err(e) = body.await {
+        tracing::error!(error = format!("{e:#}"), "{service} failed");
+        eprintln!("{service}: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,9 +1,13 @@
 //! `POST /v1/purchases`, `GET /v1/purchases/{id}`, `GET /v1/purchases`.
 //!
-//! The purchase path writes nothing to PostgreSQL: it publishes to the
-//! card's subject (the PubAck is the durable acceptance), records the
-//! acceptance in a KV bucket so that a 202'd purchase reads `pending`, and
-//! waits for the worker's reply up to the client's `Prefer: wait`.
+//! The purchase path neither reads nor writes PostgreSQL: it publishes to
+//! the card's subject (the PubAck is the durable acceptance) and waits for
+//! the worker's reply up to the client's `Prefer: wait`; only when it
+//! answers 202 does it record the acceptance in a KV bucket, so that the
+//! purchase reads `pending` until the worker stores it. Retries of one
+//! idempotency key are deduplicated by the stream (same `Nats-Msg-Id`)
+//! within its window and answered from the stored result by the worker
+//! after it.
 
 use std::time::{Duration, Instant};
 
@@ -79,21 +83,6 @@ pub async fn create_purchase(
     let id = purchase_id_for(&caller.user, key.as_ref());
     let hash = request_hash(body.gift_card_id, body.quantity);
 
-    // A retry of a key whose purchase is already stored is answered from
-    // PostgreSQL without touching the queue (skipped while it is down).
-    if key.is_some() && state.db_up() {
-        if let Ok(Ok(Some((view, model)))) =
-            tokio::time::timeout(Duration::from_millis(500), load(&state.db, id)).await
-        {
-            if model.status != PurchaseStatus::DeadLettered.as_str() {
-                if model.request_hash != hash {
-                    return Err(ApiError::IdempotencyKeyReused);
-                }
-                return Ok(terminal_response(view));
-            }
-        }
-    }
-
     let mut waiter = state.replies.register(id);
     let message = PurchaseMessage {
         v: MESSAGE_VERSION,
@@ -126,14 +115,18 @@ pub async fn create_purchase(
         sequence,
         accepted_at,
     };
-    record_accepted(&state, &accepted).await;
     metrics::histogram!("giftcard_api_accept_seconds").record(started.elapsed().as_secs_f64());
 
     let outcome = wait_for_outcome(&state, &mut waiter, id, wait, duplicate).await;
     let response = match outcome {
         Some(ReplyOutcome::Completed { purchase }) => terminal_response(*purchase),
         Some(ReplyOutcome::IdempotencyKeyReused) => return Err(ApiError::IdempotencyKeyReused),
-        None => pending_response(pending_view(&accepted)),
+        None => {
+            // Only a 202 needs the acceptance recorded: a terminal answer
+            // means the worker already stored the purchase in PostgreSQL.
+            record_accepted(&state, &accepted).await;
+            pending_response(pending_view(&accepted))
+        }
     };
     metrics::counter!("giftcard_api_purchases_total", "status" => response.status().as_u16().to_string())
         .increment(1);

@@ -216,10 +216,22 @@ pub struct PgCluster {
     pub process: Option<Guarded>,
     bindir: PathBuf,
     user: Option<&'static str>,
+    durable: bool,
 }
 
 impl PgCluster {
+    /// A cluster for tests: no fsync (they survive process kills, not
+    /// machine crashes), every lock wait logged.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A cluster with PostgreSQL's default durability, for benchmarks.
+    pub fn start_durable() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Self {
         let bindir = pg_bindir();
         let dir = tempfile::Builder::new()
             .prefix("giftcard-pg")
@@ -271,6 +283,7 @@ impl PgCluster {
             process: None,
             bindir,
             user,
+            durable,
         };
         c.restart();
         c
@@ -279,7 +292,7 @@ impl PgCluster {
     pub fn restart(&mut self) {
         self.process = None;
         let data = self.dir.path().join("data");
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "-D".into(),
             data.to_string_lossy().into(),
             "-p".into(),
@@ -290,9 +303,6 @@ impl PgCluster {
             "unix_socket_directories=".into(),
             "-c".into(),
             "max_connections=400".into(),
-            // Tests survive process kills, not machine crashes: skip fsync.
-            "-c".into(),
-            "fsync=off".into(),
             // Invariant 5 evidence: every lock wait over 5 ms is logged,
             // with the database it happened in.
             "-c".into(),
@@ -302,6 +312,10 @@ impl PgCluster {
             "-c".into(),
             "log_line_prefix=db=%d ".into(),
         ];
+        if !self.durable {
+            // Tests survive process kills, not machine crashes: skip fsync.
+            args.extend(["-c".into(), "fsync=off".into()]);
+        }
         let log = self.dir.path().join("postgres.log");
         self.process = Some(Guarded::spawn(
             &self.bindir.join("postgres"),

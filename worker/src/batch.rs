@@ -27,6 +27,7 @@ use uuid::Uuid;
 pub struct Item {
     pub message: PurchaseMessage,
     pub sequence: u64,
+    pub partition: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +48,10 @@ impl BatchError {
     pub fn is_connectivity(&self) -> bool {
         matches!(self, Self::Db(DbErr::Conn(_) | DbErr::ConnectionAcquire(_)))
             || matches!(self, Self::Db(e) if {
-                let s = e.to_string();
-                s.contains("connection") || s.contains("timed out") || s.contains("I/O")
+                let s = e.to_string().to_ascii_lowercase();
+                ["connection", "timed out", "i/o", "communicating", "reset by peer", "broken pipe", "refused", "closed"]
+                    .iter()
+                    .any(|needle| s.contains(needle))
             })
     }
 }
@@ -94,13 +97,27 @@ struct Decided {
 /// What to answer for each item, in the batch's order.
 pub type Outcomes = Vec<ReplyOutcome>;
 
-/// Processes `items` (stream order) in one transaction.
+/// Processes `items` (stream order) of one partition in one transaction.
 pub async fn process(
     db: &DatabaseConnection,
     fence: &Fence,
     items: &[Item],
     statement_timeout: std::time::Duration,
 ) -> Result<Outcomes, BatchError> {
+    let groups = [(fence.clone(), items.to_vec())];
+    let mut results = process_group(db, &groups, statement_timeout).await?;
+    results.pop().expect("one group, one result")
+}
+
+/// Processes the batches of several partitions in one transaction (group
+/// commit): one fence statement for all of them, one set of statements for
+/// all their messages, one commit. A fenced partition's batch is left out
+/// and answered `Fenced`; the others go on.
+pub async fn process_group(
+    db: &DatabaseConnection,
+    groups: &[(Fence, Vec<Item>)],
+    statement_timeout: std::time::Duration,
+) -> Result<Vec<Result<Outcomes, BatchError>>, BatchError> {
     let txn = db.begin().await?;
     // A hung statement fails the attempt instead of holding the partition.
     txn.execute_unprepared(&format!(
@@ -108,12 +125,42 @@ pub async fn process(
         statement_timeout.as_millis()
     ))
     .await?;
-    check_fence(&txn, fence).await?;
+    let fences: Vec<&Fence> = groups.iter().map(|(f, _)| f).collect();
+    let live = check_fences(&txn, &fences).await?;
+    let items: Vec<Item> = groups
+        .iter()
+        .filter(|(f, _)| live.contains(&f.partition))
+        .flat_map(|(_, items)| items.iter().cloned())
+        .collect();
+    let mut outcomes = decide_and_write(&txn, &items).await?.into_iter();
+    txn.commit().await?;
+    Ok(groups
+        .iter()
+        .map(|(f, items)| {
+            if live.contains(&f.partition) {
+                Ok(outcomes.by_ref().take(items.len()).collect())
+            } else {
+                Err(BatchError::Fenced {
+                    partition: f.partition,
+                })
+            }
+        })
+        .collect())
+}
+
+/// Everything between the fence check and the commit.
+async fn decide_and_write(
+    txn: &DatabaseTransaction,
+    items: &[Item],
+) -> Result<Outcomes, BatchError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
 
     let ids: Vec<Uuid> = items.iter().map(|i| i.message.purchase_id).collect();
     let existing: HashMap<Uuid, purchase::Model> = purchase::Entity::find()
         .filter(purchase::Column::Id.is_in(ids.clone()))
-        .all(&txn)
+        .all(txn)
         .await?
         .into_iter()
         .map(|m| (m.id, m))
@@ -125,7 +172,7 @@ pub async fn process(
         "SELECT id, price, active FROM gift_cards WHERE id = ANY($1)",
         [card_ids.clone().into()],
     ))
-    .all(&txn)
+    .all(txn)
     .await?
     .into_iter()
     .map(|c| (c.id, c))
@@ -139,13 +186,13 @@ pub async fn process(
         "SELECT user_id, balance FROM wallets WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
         [users.into()],
     ))
-    .all(&txn)
+    .all(txn)
     .await?
     .into_iter()
     .map(|w| (w.user_id, w.balance))
     .collect();
 
-    let mut stock = available_codes(&txn, items, &existing, &cards).await?;
+    let mut stock = available_codes(txn, items, &existing, &cards).await?;
 
     // Decide in stream order.
     let mut outcomes: Vec<Option<ReplyOutcome>> = vec![None; items.len()];
@@ -183,10 +230,9 @@ pub async fn process(
     }
 
     let now = Utc::now().trunc_subsecs(6);
-    write(&txn, fence, items, &decided, now).await?;
+    write(txn, items, &decided, now).await?;
     let echo_ids: Vec<Uuid> = echo.iter().map(|(_, id)| *id).collect();
-    let mut echo_codes = codes_of(&txn, &echo_ids).await?;
-    txn.commit().await?;
+    let mut echo_codes = codes_of(txn, &echo_ids).await?;
 
     let mut views: HashMap<Uuid, PurchaseView> = HashMap::new();
     for d in &decided {
@@ -217,9 +263,15 @@ pub async fn process(
 /// stale owner cannot commit anything once the new owner starts.
 pub async fn claim(db: &DatabaseConnection, fence: &Fence) -> Result<(), BatchError> {
     let txn = db.begin().await?;
-    check_fence(&txn, fence).await?;
+    let live = check_fences(&txn, &[fence]).await?;
     txn.commit().await?;
-    Ok(())
+    if live.contains(&fence.partition) {
+        Ok(())
+    } else {
+        Err(BatchError::Fenced {
+            partition: fence.partition,
+        })
+    }
 }
 
 fn unique<T: std::hash::Hash + Eq + Clone>(it: impl Iterator<Item = T>) -> Vec<T> {
@@ -227,22 +279,39 @@ fn unique<T: std::hash::Hash + Eq + Clone>(it: impl Iterator<Item = T>) -> Vec<T
     it.filter(|x| seen.insert(x.clone())).collect()
 }
 
-async fn check_fence(txn: &DatabaseTransaction, fence: &Fence) -> Result<(), BatchError> {
-    let row = txn
-        .query_one(Statement::from_sql_and_values(
+/// Records each fence's token as its partition's owner unless a newer
+/// token is there; returns the partitions whose fence holds.
+async fn check_fences(
+    txn: &DatabaseTransaction,
+    fences: &[&Fence],
+) -> Result<HashSet<u16>, BatchError> {
+    let mut values: Vec<Value> = Vec::with_capacity(fences.len() * 3);
+    for f in fences {
+        values.extend([
+            i32::from(f.partition).into(),
+            f.token.into(),
+            f.owner.clone().into(),
+        ]);
+    }
+    let sql = format!(
+        "INSERT INTO partition_fences (partition, token, owner, updated_at) \
+         SELECT v.p, v.t, v.o, now() FROM (VALUES {}) AS v(p, t, o) ORDER BY v.p \
+         ON CONFLICT (partition) DO UPDATE SET token = EXCLUDED.token, owner = EXCLUDED.owner, updated_at = now() \
+         WHERE partition_fences.token <= EXCLUDED.token RETURNING partition",
+        values_clause(fences.len(), &["int4", "int8", "text"])
+    );
+    let rows = txn
+        .query_all(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "INSERT INTO partition_fences (partition, token, owner, updated_at) VALUES ($1, $2, $3, now()) \
-             ON CONFLICT (partition) DO UPDATE SET token = EXCLUDED.token, owner = EXCLUDED.owner, updated_at = now() \
-             WHERE partition_fences.token <= EXCLUDED.token RETURNING token",
-            [i32::from(fence.partition).into(), fence.token.into(), fence.owner.clone().into()],
+            sql,
+            values,
         ))
         .await?;
-    match row {
-        Some(_) => Ok(()),
-        None => Err(BatchError::Fenced {
-            partition: fence.partition,
-        }),
-    }
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<i32>("", "partition").ok())
+        .map(|p| p as u16)
+        .collect())
 }
 
 /// Each card's soonest-expiring available codes, as many as the batch could
@@ -336,7 +405,6 @@ fn decide(
 
 async fn write(
     txn: &DatabaseTransaction,
-    fence: &Fence,
     items: &[Item],
     decided: &[Decided],
     now: DateTime<Utc>,
@@ -461,7 +529,7 @@ async fn write(
             m.idempotency_key.clone().into(),
             m.request_hash.clone().into(),
             (item.sequence as i64).into(),
-            i32::from(fence.partition).into(),
+            i32::from(item.partition).into(),
             m.accepted_at.into(),
             now.into(),
         ]);

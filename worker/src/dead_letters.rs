@@ -243,3 +243,38 @@ pub async fn run_backlog_gauge(db: DatabaseConnection, shutdown: CancellationTok
         }
     }
 }
+
+/// A bounded set of recently dead-lettered stream sequences, so that a
+/// redelivered copy of such a message is dropped instead of processed.
+#[derive(Default)]
+pub struct RecentSequences(
+    std::sync::Mutex<(
+        std::collections::HashSet<u64>,
+        std::collections::VecDeque<u64>,
+    )>,
+);
+
+impl RecentSequences {
+    const CAPACITY: usize = 100_000;
+
+    pub fn insert(&self, seq: u64) {
+        let mut guard = self.0.lock().expect("recent sequences lock");
+        let (set, order) = &mut *guard;
+        if set.insert(seq) {
+            order.push_back(seq);
+            if order.len() > Self::CAPACITY {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub fn contains(&self, seq: u64) -> bool {
+        self.0
+            .lock()
+            .expect("recent sequences lock")
+            .0
+            .contains(&seq)
+    }
+}

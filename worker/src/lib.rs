@@ -5,7 +5,8 @@
 //!   `/readyz` and `/metrics`; tests call it with their own listener,
 //!   database, NATS client and shutdown token.
 //! - [`partition`]: the per-partition pull → batch → reply → ack loop.
-//! - [`batch`]: one batch in one PostgreSQL transaction (fenced).
+//! - [`batch`]: batches in one PostgreSQL transaction (fenced).
+//! - [`committer`]: group commit of the ready batches of all partitions.
 //! - [`dead_letters`]: dead-lettering and the dead-letter indexer.
 //! - [`ownership`]: partition leases in NATS KV, rebalancing, fencing tokens.
 //! - [`assignment`]: the balanced partition → worker assignment.
@@ -13,6 +14,7 @@
 
 pub mod assignment;
 pub mod batch;
+pub mod committer;
 pub mod dead_letters;
 pub mod ops;
 pub mod ownership;
@@ -63,8 +65,15 @@ pub async fn run(
             .await
     });
 
+    let committer = committer::Committer::start(
+        db.clone(),
+        settings.statement_timeout,
+        settings.batch_size * 8,
+    );
     let ctx = Arc::new(Ctx {
+        dead_lettered: Default::default(),
         settings: settings.clone(),
+        committer,
         db: db.clone(),
         nats,
         js,

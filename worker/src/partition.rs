@@ -24,7 +24,10 @@ use crate::dead_letters::{self, Reason};
 
 /// What a partition loop needs.
 pub struct Ctx {
+    /// Stream sequences this worker dead-lettered recently.
+    pub dead_lettered: dead_letters::RecentSequences,
     pub settings: WorkerSettings,
+    pub committer: crate::committer::Committer,
     pub db: DatabaseConnection,
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
@@ -170,9 +173,19 @@ async fn handle(
     let started = Instant::now();
     let mut good: Vec<(Pulled, Item)> = Vec::with_capacity(pulled.len());
     for p in pulled {
+        if ctx.dead_lettered.contains(p.sequence) {
+            // A redelivered copy of a message already dead-lettered.
+            tracing::debug!(
+                sequence = p.sequence,
+                "dropping a redelivery of a dead-lettered message"
+            );
+            let _ = p.msg.ack_with(AckKind::Term).await;
+            continue;
+        }
         match decode(&p.msg) {
             Ok(message) => {
                 let item = Item {
+                    partition: fence.partition,
                     message,
                     sequence: p.sequence,
                 };
@@ -215,7 +228,12 @@ async fn process_with_retries(
     loop {
         attempt += 1;
         let txn_started = Instant::now();
-        let result = batch::process(&ctx.db, fence, &items, ctx.settings.statement_timeout).await;
+        let result = with_progress(
+            ctx,
+            good,
+            ctx.committer.submit(fence.clone(), items.clone()),
+        )
+        .await;
         metrics::histogram!("giftcard_worker_transaction_seconds")
             .record(txn_started.elapsed().as_secs_f64());
         match result {
@@ -287,6 +305,29 @@ async fn process_with_retries(
     }
 }
 
+/// Awaits `work` while telling JetStream every third of the ack wait that
+/// the batch's messages are still being worked on, so they are not
+/// redelivered (and perhaps processed after being dead-lettered) meanwhile.
+async fn with_progress<T>(
+    ctx: &Ctx,
+    good: &[(Pulled, Item)],
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let period = ctx.settings.ack_wait / 3;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = ticker.tick() => {
+                for (p, _) in good {
+                    let _ = p.msg.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
+}
+
 /// After commit: reply to waiting requests, then ack.
 async fn finish(ctx: &Ctx, good: &[(Pulled, Item)], outcomes: Vec<ReplyOutcome>) {
     for ((p, item), outcome) in good.iter().zip(outcomes) {
@@ -328,6 +369,7 @@ async fn dead_letter_and_ack(
 ) {
     match dead_letters::publish(&ctx.js, &p.msg, decoded, reason).await {
         Ok(_) => {
+            ctx.dead_lettered.insert(p.sequence);
             let _ = p.msg.ack_with(AckKind::Term).await;
         }
         Err(e) => {

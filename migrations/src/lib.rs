@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
 mod m20261122_000002_dead_letter_events;
+mod m20261122_000003_available_codes_keyset;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_dead_letter_events::Migration),
+            Box::new(m20261122_000003_available_codes_keyset::Migration),
         ]
     }
 }

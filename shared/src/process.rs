@@ -35,7 +35,15 @@ pub async fn start(
     let db = db::connect(common, true).await?;
     let nats = async_nats::ConnectOptions::new()
         .name(service)
-        .connect(&common.nats_url)
+        // A comma-separated list names several servers of one cluster.
+        .connect(
+            common
+                .nats_url
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>(),
+        )
         .await
         .map_err(|e| {
             anyhow::anyhow!(

@@ -347,6 +347,21 @@ impl TestApp {
         assert_eq!(s, StatusCode::OK, "{b}");
     }
 
+    /// Imports one code expiring on `date` (YYYY-MM-DD) into `card`.
+    pub async fn import_codes_expiring(&self, card: Uuid, code: &str, date: &str) {
+        let (s, _, b) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/admin/gift-cards/{card}/codes"),
+                Some(&self.admin_token()),
+                Some(json!({"codes": [{"code": code, "expires_on": date}]})),
+                &[],
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["inserted"], 1, "{b}");
+    }
+
     /// A card with `stock` fresh codes.
     pub async fn card_with_stock(&self, price: &str, stock: usize) -> Uuid {
         let card = self.create_card(price).await;

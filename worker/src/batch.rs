@@ -69,6 +69,7 @@ struct CardRow {
     id: Uuid,
     price: Decimal,
     active: bool,
+    updated_at: DateTime<Utc>,
 }
 
 #[derive(FromQueryResult)]
@@ -82,7 +83,27 @@ struct CodeRow {
     gift_card_id: Uuid,
     id: Uuid,
     code: String,
+    sort_key: String,
 }
+
+/// Where a card's last claimed code sits in "soonest-expiring first" order:
+/// every available code of the card comes after it, unless codes were
+/// imported since (the import bumps the card's `updated_at`).
+#[derive(Debug, Clone)]
+struct Cursor {
+    /// `COALESCE(expires_on, 'infinity')` as PostgreSQL prints it.
+    key: String,
+    id: Uuid,
+    card_updated_at: DateTime<Utc>,
+}
+
+/// The worker's keyset cursors, per card. A hint only: a new owner starts
+/// without one and scans from the start once.
+#[derive(Default)]
+pub struct Cursors(std::sync::Mutex<HashMap<Uuid, Cursor>>);
+
+/// Available codes of one card, in order, with their sort keys.
+type Pool = std::collections::VecDeque<(Uuid, String, String)>;
 
 /// A purchase decided in this batch, to be written.
 struct Decided {
@@ -91,7 +112,8 @@ struct Decided {
     failure: Option<FailureCode>,
     unit_price: Option<Decimal>,
     total: Option<Decimal>,
-    codes: Vec<(Uuid, String)>,
+    /// Claimed codes: id, code, sort key.
+    codes: Vec<(Uuid, String, String)>,
 }
 
 /// What to answer for each item, in the batch's order.
@@ -103,9 +125,10 @@ pub async fn process(
     fence: &Fence,
     items: &[Item],
     statement_timeout: std::time::Duration,
+    cursors: &Cursors,
 ) -> Result<Outcomes, BatchError> {
     let groups = [(fence.clone(), items.to_vec())];
-    let mut results = process_group(db, &groups, statement_timeout).await?;
+    let mut results = process_group(db, &groups, statement_timeout, cursors).await?;
     results.pop().expect("one group, one result")
 }
 
@@ -117,6 +140,7 @@ pub async fn process_group(
     db: &DatabaseConnection,
     groups: &[(Fence, Vec<Item>)],
     statement_timeout: std::time::Duration,
+    cursors: &Cursors,
 ) -> Result<Vec<Result<Outcomes, BatchError>>, BatchError> {
     let txn = db.begin().await?;
     // A hung statement fails the attempt instead of holding the partition.
@@ -132,8 +156,10 @@ pub async fn process_group(
         .filter(|(f, _)| live.contains(&f.partition))
         .flat_map(|(_, items)| items.iter().cloned())
         .collect();
-    let mut outcomes = decide_and_write(&txn, &items).await?.into_iter();
+    let (outcomes, advanced) = decide_and_write(&txn, &items, cursors).await?;
     txn.commit().await?;
+    cursors.0.lock().expect("cursors lock").extend(advanced);
+    let mut outcomes = outcomes.into_iter();
     Ok(groups
         .iter()
         .map(|(f, items)| {
@@ -149,12 +175,14 @@ pub async fn process_group(
 }
 
 /// Everything between the fence check and the commit.
+/// Returns the outcomes and, to apply once committed, the cards' new cursors.
 async fn decide_and_write(
     txn: &DatabaseTransaction,
     items: &[Item],
-) -> Result<Outcomes, BatchError> {
+    cursors: &Cursors,
+) -> Result<(Outcomes, Vec<(Uuid, Cursor)>), BatchError> {
     if items.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
 
     let ids: Vec<Uuid> = items.iter().map(|i| i.message.purchase_id).collect();
@@ -169,7 +197,7 @@ async fn decide_and_write(
     let card_ids: Vec<Uuid> = unique(items.iter().map(|i| i.message.gift_card_id));
     let cards: HashMap<Uuid, CardRow> = CardRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT id, price, active FROM gift_cards WHERE id = ANY($1)",
+        "SELECT id, price, active, updated_at FROM gift_cards WHERE id = ANY($1)",
         [card_ids.clone().into()],
     ))
     .all(txn)
@@ -192,7 +220,7 @@ async fn decide_and_write(
     .map(|w| (w.user_id, w.balance))
     .collect();
 
-    let mut stock = available_codes(txn, items, &existing, &cards).await?;
+    let mut stock = available_codes(txn, items, &existing, &cards, cursors).await?;
 
     // Decide in stream order.
     let mut outcomes: Vec<Option<ReplyOutcome>> = vec![None; items.len()];
@@ -253,10 +281,27 @@ async fn decide_and_write(
             purchase: Box::new(view),
         });
     }
-    Ok(outcomes
+    // Codes are claimed in order, so the last one claimed per card is where
+    // its next scan starts.
+    let mut advanced: HashMap<Uuid, Cursor> = HashMap::new();
+    for d in &decided {
+        let card = items[d.item_index].message.gift_card_id;
+        if let (Some((id, _, key)), Some(row)) = (d.codes.last(), cards.get(&card)) {
+            advanced.insert(
+                card,
+                Cursor {
+                    key: key.clone(),
+                    id: *id,
+                    card_updated_at: row.updated_at,
+                },
+            );
+        }
+    }
+    let outcomes = outcomes
         .into_iter()
         .map(|o| o.expect("every item has an outcome"))
-        .collect())
+        .collect();
+    Ok((outcomes, advanced.into_iter().collect()))
 }
 
 /// Records `fence` as the partition's owner before its first batch, so a
@@ -315,13 +360,14 @@ async fn check_fences(
 }
 
 /// Each card's soonest-expiring available codes, as many as the batch could
-/// need, in one statement.
+/// need, in one statement; each card's scan starts after its cursor.
 async fn available_codes(
     txn: &DatabaseTransaction,
     items: &[Item],
     existing: &HashMap<Uuid, purchase::Model>,
     cards: &HashMap<Uuid, CardRow>,
-) -> Result<HashMap<Uuid, std::collections::VecDeque<(Uuid, String)>>, DbErr> {
+    cursors: &Cursors,
+) -> Result<HashMap<Uuid, Pool>, DbErr> {
     let mut need: HashMap<Uuid, i64> = HashMap::new();
     for i in items {
         let m = &i.message;
@@ -332,30 +378,47 @@ async fn available_codes(
             *need.entry(m.gift_card_id).or_default() += i64::from(m.quantity);
         }
     }
-    let mut out: HashMap<Uuid, std::collections::VecDeque<(Uuid, String)>> = HashMap::new();
+    let mut out: HashMap<Uuid, Pool> = HashMap::new();
     if need.is_empty() {
         return Ok(out);
     }
-    let (card_ids, limits): (Vec<Uuid>, Vec<i64>) = need.into_iter().unzip();
+    let (mut card_ids, mut limits, mut keys, mut after) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    {
+        let known = cursors.0.lock().expect("cursors lock");
+        for (card, want) in need {
+            let cursor = known.get(&card).filter(|c| {
+                cards
+                    .get(&card)
+                    .is_some_and(|row| row.updated_at == c.card_updated_at)
+            });
+            card_ids.push(card);
+            limits.push(want);
+            keys.push(cursor.map_or_else(|| "-infinity".to_owned(), |c| c.key.clone()));
+            after.push(cursor.map_or(Uuid::nil(), |c| c.id));
+        }
+    }
     let rows = CodeRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT n.card AS gift_card_id, c.id, c.code \
-         FROM unnest($1::uuid[], $2::bigint[]) AS n(card, want) \
+        "SELECT n.card AS gift_card_id, c.id, c.code, c.sort_key::text AS sort_key \
+         FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::uuid[]) AS n(card, want, after_key, after_id) \
          CROSS JOIN LATERAL ( \
-             SELECT a.id, a.code, a.expires_on FROM activation_codes a \
+             SELECT a.id, a.code, COALESCE(a.expires_on, 'infinity'::timestamptz) AS sort_key \
+             FROM activation_codes a \
              WHERE a.gift_card_id = n.card AND NOT a.is_used AND a.deleted_at IS NULL \
+               AND (COALESCE(a.expires_on, 'infinity'::timestamptz), a.id) > (n.after_key::timestamptz, n.after_id) \
                AND (a.expires_on IS NULL OR a.expires_on > now()) \
-             ORDER BY a.expires_on ASC NULLS LAST, a.id \
+             ORDER BY COALESCE(a.expires_on, 'infinity'::timestamptz), a.id \
              LIMIT n.want) c \
-         ORDER BY n.card, c.expires_on ASC NULLS LAST, c.id",
-        [card_ids.into(), limits.into()],
+         ORDER BY n.card, c.sort_key, c.id",
+        [card_ids.into(), limits.into(), keys.into(), after.into()],
     ))
     .all(txn)
     .await?;
     for r in rows {
         out.entry(r.gift_card_id)
             .or_default()
-            .push_back((r.id, r.code));
+            .push_back((r.id, r.code, r.sort_key));
     }
     Ok(out)
 }
@@ -365,7 +428,7 @@ fn decide(
     m: &PurchaseMessage,
     cards: &HashMap<Uuid, CardRow>,
     balances: &mut HashMap<String, Decimal>,
-    stock: &mut HashMap<Uuid, std::collections::VecDeque<(Uuid, String)>>,
+    stock: &mut HashMap<Uuid, Pool>,
 ) -> Decided {
     let fail = |failure, unit: Option<Decimal>| Decided {
         item_index: idx,
@@ -414,7 +477,7 @@ async fn write(
         .iter()
         .flat_map(|d| {
             let pid = items[d.item_index].message.purchase_id;
-            d.codes.iter().map(move |(code_id, _)| (*code_id, pid))
+            d.codes.iter().map(move |(code_id, _, _)| (*code_id, pid))
         })
         .collect();
     for chunk in claims.chunks(4000) {
@@ -565,7 +628,7 @@ fn decided_view(item: &Item, d: &Decided, now: DateTime<Utc>) -> PurchaseView {
         total: d.total.map(money_string),
         // Sorted, as reads from PostgreSQL return them.
         activation_codes: (d.status == PurchaseStatus::Succeeded).then(|| {
-            let mut codes: Vec<String> = d.codes.iter().map(|(_, c)| c.clone()).collect();
+            let mut codes: Vec<String> = d.codes.iter().map(|(_, c, _)| c.clone()).collect();
             codes.sort();
             codes
         }),

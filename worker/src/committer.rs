@@ -11,7 +11,9 @@ use std::time::Duration;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batch::{self, BatchError, Fence, Item, Outcomes};
+use std::sync::Arc;
+
+use crate::batch::{self, BatchError, Cursors, Fence, Item, Outcomes};
 
 struct Submission {
     fence: Fence,
@@ -29,6 +31,7 @@ impl Committer {
     /// Starts the committer; a group holds at most `max_items` messages.
     pub fn start(db: DatabaseConnection, statement_timeout: Duration, max_items: usize) -> Self {
         let (tx, mut rx) = mpsc::channel::<Submission>(1024);
+        let cursors = Arc::new(Cursors::default());
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut group = vec![first];
@@ -43,7 +46,7 @@ impl Committer {
                     }
                 }
                 metrics::histogram!("giftcard_worker_group_partitions").record(group.len() as f64);
-                commit(&db, statement_timeout, group).await;
+                commit(&db, statement_timeout, &cursors, group).await;
             }
         });
         Self { tx }
@@ -74,12 +77,17 @@ impl Committer {
     }
 }
 
-async fn commit(db: &DatabaseConnection, timeout: Duration, group: Vec<Submission>) {
+async fn commit(
+    db: &DatabaseConnection,
+    timeout: Duration,
+    cursors: &Cursors,
+    group: Vec<Submission>,
+) {
     let groups: Vec<(Fence, Vec<Item>)> = group
         .iter()
         .map(|s| (s.fence.clone(), s.items.clone()))
         .collect();
-    match batch::process_group(db, &groups, timeout).await {
+    match batch::process_group(db, &groups, timeout, cursors).await {
         Ok(results) => {
             for (s, r) in group.into_iter().zip(results) {
                 let _ = s.reply.send(r);
@@ -89,7 +97,7 @@ async fn commit(db: &DatabaseConnection, timeout: Duration, group: Vec<Submissio
         // its own transaction so the others are not held back by it.
         Err(e) if group.len() > 1 && !e.is_connectivity() => {
             for s in group {
-                let r = batch::process(db, &s.fence, &s.items, timeout).await;
+                let r = batch::process(db, &s.fence, &s.items, timeout, cursors).await;
                 let _ = s.reply.send(r);
             }
         }

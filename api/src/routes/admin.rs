@@ -294,6 +294,16 @@ pub async fn import_codes(
             .await?
             .rows_affected();
     }
+    if inserted > 0 {
+        // Tells the card's worker that codes may now sort before the last
+        // one it claimed (it restarts its scan of the card).
+        txn.execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE gift_cards SET updated_at = clock_timestamp() WHERE id = $1",
+            [id.into()],
+        ))
+        .await?;
+    }
     txn.commit().await?;
     metrics::counter!("giftcard_api_codes_imported_total").increment(inserted);
     Ok(Json(ImportResult {

@@ -97,7 +97,7 @@ pub async fn available_codes<C: ConnectionTrait>(
     let order = if random {
         "ORDER BY random()"
     } else {
-        "ORDER BY expires_on ASC NULLS LAST, id"
+        "ORDER BY COALESCE(expires_on, 'infinity'::timestamptz), id"
     };
     let mut rows = CodeRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -152,7 +152,7 @@ pub async fn claim_skip_locked<C: ConnectionTrait>(
          WHERE id IN (SELECT id FROM activation_codes \
              WHERE gift_card_id = $2 AND NOT is_used AND deleted_at IS NULL \
                AND (expires_on IS NULL OR expires_on > now()) \
-             ORDER BY expires_on ASC NULLS LAST, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             ORDER BY COALESCE(expires_on, 'infinity'::timestamptz), id LIMIT $3 FOR UPDATE SKIP LOCKED) \
          RETURNING code",
         [purchase.into(), card.into(), (n as i64).into()],
     ))

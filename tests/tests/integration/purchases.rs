@@ -89,6 +89,14 @@ async fn codes_are_assigned_soonest_expiring_first_skipping_expired_and_deleted(
     assert_eq!(codes, vec!["LATE", "SOON"]);
     assert_eq!(b["total"], "10.00");
 
+    // A code imported now that expires sooner than the ones already sold
+    // is next, even though the worker resumes its scan after the last sale.
+    app.import_codes_expiring(card, "SOONEST", "2085-01-01")
+        .await;
+    let (s, _, b) = app.buy("bob", card, 1, None, "wait=10").await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["activation_codes"], json!(["SOONEST"]));
+
     let (s, _, b) = app.buy("bob", card, 1, None, "wait=10").await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(b["activation_codes"], json!(["NEVER"]));
@@ -98,7 +106,7 @@ async fn codes_are_assigned_soonest_expiring_first_skipping_expired_and_deleted(
     assert_eq!(b["status"], "failed");
     assert_eq!(b["error"]["code"], "ACTIVATION_CODES_NOT_AVAILABLE");
     assert!(b.get("activation_codes").is_none());
-    assert_eq!(app.balance("bob").await, "85.00");
+    assert_eq!(app.balance("bob").await, "80.00");
     invariants::check(&app.db).await;
     app.stop().await;
 }

@@ -26,6 +26,11 @@ pub async fn connect(settings: &CommonSettings, lazy: bool) -> Result<DatabaseCo
 /// rows, each column cast to its type (PostgreSQL cannot infer types inside
 /// `FROM (VALUES …)`).
 pub fn values_clause(rows: usize, casts: &[&str]) -> String {
+    values_clause_at(0, rows, casts)
+}
+
+/// [`values_clause`] whose placeholders start at `$offset+1`.
+pub fn values_clause_at(offset: usize, rows: usize, casts: &[&str]) -> String {
     let mut s = String::with_capacity(rows * casts.len() * 12);
     for r in 0..rows {
         if r > 0 {
@@ -36,7 +41,7 @@ pub fn values_clause(rows: usize, casts: &[&str]) -> String {
             if c > 0 {
                 s.push(',');
             }
-            s.push_str(&format!("${}::{cast}", r * casts.len() + c + 1));
+            s.push_str(&format!("${}::{cast}", offset + r * casts.len() + c + 1));
         }
         s.push(')');
     }

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use giftcard_shared::contract::{PurchaseErrorView, PurchaseMessage, PurchaseView, ReplyOutcome};
-use giftcard_shared::db::values_clause;
+use giftcard_shared::db::{values_clause, values_clause_at};
 use giftcard_shared::domain::{money_string, FailureCode, PurchaseStatus};
 use giftcard_shared::entities::purchase;
 use giftcard_shared::purchases::{codes_of, view_of};
@@ -143,14 +143,8 @@ pub async fn process_group(
     cursors: &Cursors,
 ) -> Result<Vec<Result<Outcomes, BatchError>>, BatchError> {
     let txn = db.begin().await?;
-    // A hung statement fails the attempt instead of holding the partition.
-    txn.execute_unprepared(&format!(
-        "SET LOCAL statement_timeout = {}",
-        statement_timeout.as_millis()
-    ))
-    .await?;
     let fences: Vec<&Fence> = groups.iter().map(|(f, _)| f).collect();
-    let live = check_fences(&txn, &fences).await?;
+    let live = check_fences(&txn, &fences, Some(statement_timeout)).await?;
     let items: Vec<Item> = groups
         .iter()
         .filter(|(f, _)| live.contains(&f.partition))
@@ -308,7 +302,7 @@ async fn decide_and_write(
 /// stale owner cannot commit anything once the new owner starts.
 pub async fn claim(db: &DatabaseConnection, fence: &Fence) -> Result<(), BatchError> {
     let txn = db.begin().await?;
-    let live = check_fences(&txn, &[fence]).await?;
+    let live = check_fences(&txn, &[fence], None).await?;
     txn.commit().await?;
     if live.contains(&fence.partition) {
         Ok(())
@@ -325,12 +319,16 @@ fn unique<T: std::hash::Hash + Eq + Clone>(it: impl Iterator<Item = T>) -> Vec<T
 }
 
 /// Records each fence's token as its partition's owner unless a newer
-/// token is there; returns the partitions whose fence holds.
+/// token is there; returns the partitions whose fence holds. With
+/// `statement_timeout`, the rest of the transaction gets that timeout (a
+/// hung statement fails the attempt instead of holding the partition),
+/// set in the same round trip.
 async fn check_fences(
     txn: &DatabaseTransaction,
     fences: &[&Fence],
+    statement_timeout: Option<std::time::Duration>,
 ) -> Result<HashSet<u16>, BatchError> {
-    let mut values: Vec<Value> = Vec::with_capacity(fences.len() * 3);
+    let mut values: Vec<Value> = Vec::with_capacity(fences.len() * 3 + 1);
     for f in fences {
         values.extend([
             i32::from(f.partition).into(),
@@ -338,11 +336,15 @@ async fn check_fences(
             f.owner.clone().into(),
         ]);
     }
+    let timeout = statement_timeout.map_or_else(|| "0".to_owned(), |t| t.as_millis().to_string());
+    values.push(timeout.into());
     let sql = format!(
-        "INSERT INTO partition_fences (partition, token, owner, updated_at) \
-         SELECT v.p, v.t, v.o, now() FROM (VALUES {}) AS v(p, t, o) ORDER BY v.p \
+        "WITH cfg AS (SELECT set_config('statement_timeout', ${}::text, true) AS ms) \
+         INSERT INTO partition_fences (partition, token, owner, updated_at) \
+         SELECT v.p, v.t, v.o, now() FROM (VALUES {}) AS v(p, t, o), cfg ORDER BY v.p \
          ON CONFLICT (partition) DO UPDATE SET token = EXCLUDED.token, owner = EXCLUDED.owner, updated_at = now() \
          WHERE partition_fences.token <= EXCLUDED.token RETURNING partition",
+        fences.len() * 3 + 1,
         values_clause(fences.len(), &["int4", "int8", "text"])
     );
     let rows = txn
@@ -466,13 +468,26 @@ fn decide(
     }
 }
 
+/// One data-modifying statement of a batch: `sql(offset)` renders it with
+/// placeholders starting at `$offset+1`.
+struct Piece {
+    sql: Box<dyn Fn(usize) -> String + Send>,
+    values: Vec<Value>,
+}
+
+/// PostgreSQL's limit on the parameters of one statement, with room to spare.
+const MAX_PARAMS: usize = 60_000;
+
+/// Writes the batch: claims the decided codes (all of them, or fails with
+/// `CodesChanged`), debits wallets, records ledger lines and purchases. The
+/// four statements go to PostgreSQL as one (data-modifying CTEs: one round
+/// trip) unless that would exceed the parameter limit.
 async fn write(
     txn: &DatabaseTransaction,
     items: &[Item],
     decided: &[Decided],
     now: DateTime<Utc>,
 ) -> Result<(), BatchError> {
-    // Codes: claim exactly the ones decided, still available.
     let claims: Vec<(Uuid, Uuid)> = decided
         .iter()
         .flat_map(|d| {
@@ -480,35 +495,23 @@ async fn write(
             d.codes.iter().map(move |(code_id, _, _)| (*code_id, pid))
         })
         .collect();
-    for chunk in claims.chunks(4000) {
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
-        for (code_id, pid) in chunk {
-            values.push((*code_id).into());
-            values.push((*pid).into());
-        }
-        let sql = format!(
-            "UPDATE activation_codes a SET is_used = TRUE, purchase_id = v.pid FROM (VALUES {}) AS v(id, pid) \
-             WHERE a.id = v.id AND NOT a.is_used AND a.deleted_at IS NULL \
-               AND (a.expires_on IS NULL OR a.expires_on > now())",
-            values_clause(chunk.len(), &["uuid", "uuid"])
-        );
-        let n = txn
-            .execute(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                sql,
-                values,
-            ))
-            .await?
-            .rows_affected();
-        if n != chunk.len() as u64 {
-            return Err(BatchError::CodesChanged);
-        }
+    let mut pieces: Vec<Piece> = Vec::new();
+    if !claims.is_empty() {
+        let n = claims.len();
+        pieces.push(Piece {
+            sql: Box::new(move |o| {
+                format!(
+                    "UPDATE activation_codes a SET is_used = TRUE, purchase_id = v.pid FROM (VALUES {}) AS v(id, pid) \
+                     WHERE a.id = v.id AND NOT a.is_used AND a.deleted_at IS NULL \
+                       AND (a.expires_on IS NULL OR a.expires_on > now()) RETURNING 1",
+                    values_clause_at(o, n, &["uuid", "uuid"])
+                )
+            }),
+            values: claims.iter().flat_map(|(c, p)| [Value::from(*c), Value::from(*p)]).collect(),
+        });
     }
-
-    // Wallets and ledger.
     let mut debits: HashMap<&str, Decimal> = HashMap::new();
     let mut ledger: Vec<Value> = Vec::new();
-    let mut ledger_rows = 0;
     for d in decided
         .iter()
         .filter(|d| d.status == PurchaseStatus::Succeeded)
@@ -522,97 +525,139 @@ async fn write(
             (-total).into(),
             m.purchase_id.into(),
         ]);
-        ledger_rows += 1;
     }
     if !debits.is_empty() {
-        let mut values: Vec<Value> = Vec::new();
-        for (u, amt) in &debits {
-            values.push((*u).into());
-            values.push((*amt).into());
-        }
-        let sql = format!(
-            "UPDATE wallets w SET balance = w.balance - v.amt, updated_at = now() FROM (VALUES {}) AS v(u, amt) WHERE w.user_id = v.u",
-            values_clause(debits.len(), &["text", "numeric"])
-        );
-        txn.execute(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?;
-        let sql = format!(
-            "INSERT INTO wallet_entries (id, user_id, kind, amount, purchase_id) \
-             SELECT v.id, v.u, 'purchase', v.amt, v.pid FROM (VALUES {}) AS v(id, u, amt, pid) \
-             ON CONFLICT (purchase_id) DO NOTHING",
-            values_clause(ledger_rows, &["uuid", "text", "numeric", "uuid"])
-        );
-        txn.execute(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            ledger,
-        ))
-        .await?;
+        let (users, ledger_rows) = (debits.len(), ledger.len() / 4);
+        pieces.push(Piece {
+            sql: Box::new(move |o| {
+                format!(
+                    "UPDATE wallets w SET balance = w.balance - v.amt, updated_at = now() \
+                     FROM (VALUES {}) AS v(u, amt) WHERE w.user_id = v.u RETURNING 1",
+                    values_clause_at(o, users, &["text", "numeric"])
+                )
+            }),
+            values: debits
+                .iter()
+                .flat_map(|(u, a)| [Value::from(*u), Value::from(*a)])
+                .collect(),
+        });
+        pieces.push(Piece {
+            sql: Box::new(move |o| {
+                format!(
+                    "INSERT INTO wallet_entries (id, user_id, kind, amount, purchase_id) \
+                     SELECT v.id, v.u, 'purchase', v.amt, v.pid FROM (VALUES {}) AS v(id, u, amt, pid) \
+                     ON CONFLICT (purchase_id) DO NOTHING RETURNING 1",
+                    values_clause_at(o, ledger_rows, &["uuid", "text", "numeric", "uuid"])
+                )
+            }),
+            values: ledger,
+        });
     }
-
-    // Purchases (a dead-lettered row being replayed is overwritten).
-    if decided.is_empty() {
+    if !decided.is_empty() {
+        const CASTS: [&str; 15] = [
+            "uuid",
+            "text",
+            "uuid",
+            "int2",
+            "numeric",
+            "numeric",
+            "text",
+            "text",
+            "text",
+            "text",
+            "text",
+            "int8",
+            "int4",
+            "timestamptz",
+            "timestamptz",
+        ];
+        let mut values: Vec<Value> = Vec::with_capacity(decided.len() * CASTS.len());
+        for d in decided {
+            let item = &items[d.item_index];
+            let m = &item.message;
+            values.extend([
+                m.purchase_id.into(),
+                m.user_id.clone().into(),
+                m.gift_card_id.into(),
+                i16::from(m.quantity).into(),
+                d.unit_price.into(),
+                d.total.into(),
+                d.status.as_str().into(),
+                d.failure.map(|f| f.as_str().to_owned()).into(),
+                d.failure.map(|f| f.message().to_owned()).into(),
+                m.idempotency_key.clone().into(),
+                m.request_hash.clone().into(),
+                (item.sequence as i64).into(),
+                i32::from(item.partition).into(),
+                m.accepted_at.into(),
+                now.into(),
+            ]);
+        }
+        let rows = decided.len();
+        // A dead-lettered row being replayed is overwritten.
+        pieces.push(Piece {
+            sql: Box::new(move |o| {
+                format!(
+                    "INSERT INTO purchases (id, user_id, gift_card_id, quantity, unit_price, total, status, error_code, \
+                       error_message, idempotency_key, request_hash, stream_sequence, partition, created_at, completed_at) \
+                     SELECT v.* FROM (VALUES {}) AS v \
+                     ON CONFLICT (id) DO UPDATE SET unit_price = EXCLUDED.unit_price, total = EXCLUDED.total, \
+                       status = EXCLUDED.status, error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message, \
+                       stream_sequence = EXCLUDED.stream_sequence, partition = EXCLUDED.partition, \
+                       completed_at = EXCLUDED.completed_at \
+                     WHERE purchases.status = 'dead_lettered' RETURNING 1",
+                    values_clause_at(o, rows, &CASTS)
+                )
+            }),
+            values,
+        });
+    }
+    if pieces.is_empty() {
         return Ok(());
     }
-    const CASTS: [&str; 15] = [
-        "uuid",
-        "text",
-        "uuid",
-        "int2",
-        "numeric",
-        "numeric",
-        "text",
-        "text",
-        "text",
-        "text",
-        "text",
-        "int8",
-        "int4",
-        "timestamptz",
-        "timestamptz",
-    ];
-    let mut values: Vec<Value> = Vec::with_capacity(decided.len() * CASTS.len());
-    for d in decided {
-        let item = &items[d.item_index];
-        let m = &item.message;
-        values.extend([
-            m.purchase_id.into(),
-            m.user_id.clone().into(),
-            m.gift_card_id.into(),
-            i16::from(m.quantity).into(),
-            d.unit_price.into(),
-            d.total.into(),
-            d.status.as_str().into(),
-            d.failure.map(|f| f.as_str().to_owned()).into(),
-            d.failure.map(|f| f.message().to_owned()).into(),
-            m.idempotency_key.clone().into(),
-            m.request_hash.clone().into(),
-            (item.sequence as i64).into(),
-            i32::from(item.partition).into(),
-            m.accepted_at.into(),
-            now.into(),
-        ]);
+    let claimed = if pieces.iter().map(|p| p.values.len()).sum::<usize>() <= MAX_PARAMS {
+        // One round trip: every piece a CTE; the first counts the claims.
+        let mut sql = String::from("WITH ");
+        let mut values = Vec::new();
+        for (i, p) in pieces.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("w{i} AS ({})", (p.sql)(values.len())));
+            values.extend(p.values.iter().cloned());
+        }
+        sql.push_str(" SELECT (SELECT count(*) FROM w0) AS n");
+        let row = txn
+            .query_one(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await?
+            .ok_or_else(|| {
+                BatchError::Db(DbErr::Custom("the batch write returned no row".into()))
+            })?;
+        row.try_get::<i64>("", "n")? as u64
+    } else {
+        let mut first = 0;
+        for (i, p) in pieces.into_iter().enumerate() {
+            let n = txn
+                .execute(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    (p.sql)(0),
+                    p.values,
+                ))
+                .await?
+                .rows_affected();
+            if i == 0 {
+                first = n;
+            }
+        }
+        first
+    };
+    if !claims.is_empty() && claimed != claims.len() as u64 {
+        return Err(BatchError::CodesChanged);
     }
-    let sql = format!(
-        "INSERT INTO purchases (id, user_id, gift_card_id, quantity, unit_price, total, status, error_code, \
-           error_message, idempotency_key, request_hash, stream_sequence, partition, created_at, completed_at) \
-         SELECT v.* FROM (VALUES {}) AS v \
-         ON CONFLICT (id) DO UPDATE SET unit_price = EXCLUDED.unit_price, total = EXCLUDED.total, \
-           status = EXCLUDED.status, error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message, \
-           stream_sequence = EXCLUDED.stream_sequence, partition = EXCLUDED.partition, completed_at = EXCLUDED.completed_at \
-         WHERE purchases.status = 'dead_lettered'",
-        values_clause(decided.len(), &CASTS)
-    );
-    txn.execute(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        sql,
-        values,
-    ))
-    .await?;
     Ok(())
 }
 

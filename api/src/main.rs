@@ -13,6 +13,7 @@ async fn main() {
             &settings.common,
             settings.listen,
             "GIFTCARD_API_LISTEN",
+            false,
         )
         .await?;
         giftcard_api::run(settings, s.listener, s.db, s.nats, s.shutdown).await

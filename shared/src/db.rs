@@ -8,8 +8,27 @@ use crate::config::CommonSettings;
 
 /// Opens a pool. With `lazy`, no connection is made until first use, so a
 /// process can start (and the api can accept purchases) while PostgreSQL is
-/// down.
+/// down. Each connection is pinged before use, so one broken by a
+/// PostgreSQL restart is replaced instead of failing a request.
 pub async fn connect(settings: &CommonSettings, lazy: bool) -> Result<DatabaseConnection, DbErr> {
+    open(settings, lazy, true).await
+}
+
+/// [`connect`] without the ping before each use: one round trip less per
+/// transaction, for a caller that retries what a broken connection fails
+/// (the worker's batches).
+pub async fn connect_unpinged(
+    settings: &CommonSettings,
+    lazy: bool,
+) -> Result<DatabaseConnection, DbErr> {
+    open(settings, lazy, false).await
+}
+
+async fn open(
+    settings: &CommonSettings,
+    lazy: bool,
+    ping: bool,
+) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(settings.database_url.expose().to_owned());
     opts.max_connections(settings.db_max_connections)
         .min_connections(0)
@@ -17,6 +36,7 @@ pub async fn connect(settings: &CommonSettings, lazy: bool) -> Result<DatabaseCo
         .acquire_timeout(Duration::from_secs(3))
         .idle_timeout(Duration::from_secs(300))
         .connect_lazy(lazy)
+        .test_before_acquire(ping)
         // Statements can carry activation codes; never log them.
         .sqlx_logging(false);
     Database::connect(opts).await

@@ -11,14 +11,13 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use giftcard_shared::contract::{PurchaseErrorView, PurchaseMessage, PurchaseView, ReplyOutcome};
-use giftcard_shared::db::{values_clause, values_clause_at};
 use giftcard_shared::domain::{money_string, FailureCode, PurchaseStatus};
 use giftcard_shared::entities::purchase;
 use giftcard_shared::purchases::{codes_of, view_of};
 use rust_decimal::Decimal;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, FromQueryResult, QueryFilter, Statement, TransactionTrait, Value,
+    EntityTrait, QueryFilter, Statement, TransactionTrait, Value,
 };
 use uuid::Uuid;
 
@@ -64,26 +63,19 @@ pub struct Fence {
     pub owner: String,
 }
 
-#[derive(FromQueryResult)]
+/// A card as the batch sees it.
 struct CardRow {
-    id: Uuid,
     price: Decimal,
     active: bool,
-    updated_at: DateTime<Utc>,
+    /// `updated_at` as PostgreSQL prints it: a cursor is valid only while
+    /// it is unchanged.
+    updated_at: String,
 }
 
-#[derive(FromQueryResult)]
-struct WalletRow {
-    user_id: String,
-    balance: Decimal,
-}
-
-#[derive(FromQueryResult)]
-struct CodeRow {
-    gift_card_id: Uuid,
-    id: Uuid,
-    code: String,
-    sort_key: String,
+/// A purchase already stored under one of the batch's ids.
+struct StoredRow {
+    status: String,
+    request_hash: String,
 }
 
 /// Where a card's last claimed code sits in "soonest-expiring first" order:
@@ -94,13 +86,23 @@ struct Cursor {
     /// `COALESCE(expires_on, 'infinity')` as PostgreSQL prints it.
     key: String,
     id: Uuid,
-    card_updated_at: DateTime<Utc>,
+    card_updated_at: String,
 }
 
 /// The worker's keyset cursors, per card. A hint only: a new owner starts
 /// without one and scans from the start once.
 #[derive(Default)]
 pub struct Cursors(std::sync::Mutex<HashMap<Uuid, Cursor>>);
+
+/// Everything a batch reads, in one statement.
+struct Snapshot {
+    /// Partitions whose fence holds.
+    live: HashSet<u16>,
+    stored: HashMap<Uuid, StoredRow>,
+    cards: HashMap<Uuid, CardRow>,
+    balances: HashMap<String, Decimal>,
+    stock: HashMap<Uuid, Pool>,
+}
 
 /// Available codes of one card, in order, with their sort keys.
 type Pool = std::collections::VecDeque<(Uuid, String, String)>;
@@ -133,9 +135,9 @@ pub async fn process(
 }
 
 /// Processes the batches of several partitions in one transaction (group
-/// commit): one fence statement for all of them, one set of statements for
-/// all their messages, one commit. A fenced partition's batch is left out
-/// and answered `Fenced`; the others go on.
+/// commit): one statement checks every fence and reads what all their
+/// messages need, one writes every result, one commit. A fenced
+/// partition's batch is left out and answered `Fenced`; the others go on.
 pub async fn process_group(
     db: &DatabaseConnection,
     groups: &[(Fence, Vec<Item>)],
@@ -144,13 +146,15 @@ pub async fn process_group(
 ) -> Result<Vec<Result<Outcomes, BatchError>>, BatchError> {
     let txn = db.begin().await?;
     let fences: Vec<&Fence> = groups.iter().map(|(f, _)| f).collect();
-    let live = check_fences(&txn, &fences, Some(statement_timeout)).await?;
-    let items: Vec<Item> = groups
+    let all: Vec<&Item> = groups.iter().flat_map(|(_, items)| items).collect();
+    let snapshot = read(&txn, &fences, statement_timeout, &all, cursors).await?;
+    let live = snapshot.live.clone();
+    let items: Vec<&Item> = groups
         .iter()
         .filter(|(f, _)| live.contains(&f.partition))
-        .flat_map(|(_, items)| items.iter().cloned())
+        .flat_map(|(_, items)| items)
         .collect();
-    let (outcomes, advanced) = decide_and_write(&txn, &items, cursors).await?;
+    let (outcomes, advanced) = decide_and_write(&txn, &items, snapshot).await?;
     txn.commit().await?;
     cursors.0.lock().expect("cursors lock").extend(advanced);
     let mut outcomes = outcomes.into_iter();
@@ -168,53 +172,23 @@ pub async fn process_group(
         .collect())
 }
 
-/// Everything between the fence check and the commit.
+/// Everything between the read and the commit.
 /// Returns the outcomes and, to apply once committed, the cards' new cursors.
 async fn decide_and_write(
     txn: &DatabaseTransaction,
-    items: &[Item],
-    cursors: &Cursors,
+    items: &[&Item],
+    snapshot: Snapshot,
 ) -> Result<(Outcomes, Vec<(Uuid, Cursor)>), BatchError> {
     if items.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-
-    let ids: Vec<Uuid> = items.iter().map(|i| i.message.purchase_id).collect();
-    let existing: HashMap<Uuid, purchase::Model> = purchase::Entity::find()
-        .filter(purchase::Column::Id.is_in(ids.clone()))
-        .all(txn)
-        .await?
-        .into_iter()
-        .map(|m| (m.id, m))
-        .collect();
-
-    let card_ids: Vec<Uuid> = unique(items.iter().map(|i| i.message.gift_card_id));
-    let cards: HashMap<Uuid, CardRow> = CardRow::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT id, price, active, updated_at FROM gift_cards WHERE id = ANY($1)",
-        [card_ids.clone().into()],
-    ))
-    .all(txn)
-    .await?
-    .into_iter()
-    .map(|c| (c.id, c))
-    .collect();
-
-    let users: Vec<String> = unique(items.iter().map(|i| i.message.user_id.clone()));
-    // Locked in a fixed order: a user buying in two partitions at once
-    // waits here briefly instead of overdrawing (no deadlock possible).
-    let mut balances: HashMap<String, Decimal> = WalletRow::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT user_id, balance FROM wallets WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
-        [users.into()],
-    ))
-    .all(txn)
-    .await?
-    .into_iter()
-    .map(|w| (w.user_id, w.balance))
-    .collect();
-
-    let mut stock = available_codes(txn, items, &existing, &cards, cursors).await?;
+    let Snapshot {
+        stored,
+        cards,
+        mut balances,
+        mut stock,
+        ..
+    } = snapshot;
 
     // Decide in stream order.
     let mut outcomes: Vec<Option<ReplyOutcome>> = vec![None; items.len()];
@@ -223,7 +197,7 @@ async fn decide_and_write(
     let mut seen: HashSet<Uuid> = HashSet::new();
     for (idx, item) in items.iter().enumerate() {
         let m = &item.message;
-        if let Some(prior) = existing
+        if let Some(prior) = stored
             .get(&m.purchase_id)
             .filter(|p| p.status != PurchaseStatus::DeadLettered.as_str())
         {
@@ -253,24 +227,39 @@ async fn decide_and_write(
 
     let now = Utc::now().trunc_subsecs(6);
     write(txn, items, &decided, now).await?;
-    let echo_ids: Vec<Uuid> = echo.iter().map(|(_, id)| *id).collect();
-    let mut echo_codes = codes_of(txn, &echo_ids).await?;
 
     let mut views: HashMap<Uuid, PurchaseView> = HashMap::new();
     for d in &decided {
-        let item = &items[d.item_index];
+        let item = items[d.item_index];
         let view = decided_view(item, d, now);
         views.insert(item.message.purchase_id, view.clone());
         outcomes[d.item_index] = Some(ReplyOutcome::Completed {
             purchase: Box::new(view),
         });
     }
+    // Redeliveries of purchases committed earlier (rare): answered with the
+    // stored rows.
+    let earlier: Vec<Uuid> = echo
+        .iter()
+        .map(|(_, id)| *id)
+        .filter(|id| !views.contains_key(id))
+        .collect();
+    if !earlier.is_empty() {
+        let mut codes = codes_of(txn, &earlier).await?;
+        for prior in purchase::Entity::find()
+            .filter(purchase::Column::Id.is_in(earlier))
+            .all(txn)
+            .await?
+        {
+            let view = view_of(&prior, codes.remove(&prior.id).unwrap_or_default());
+            views.insert(prior.id, view);
+        }
+    }
     for (idx, id) in echo {
-        let view = match (views.get(&id), existing.get(&id)) {
-            (Some(v), _) => v.clone(),
-            (None, Some(prior)) => view_of(prior, echo_codes.remove(&id).unwrap_or_default()),
-            (None, None) => unreachable!("echoed purchases are stored or decided"),
-        };
+        let view = views
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| DbErr::Custom(format!("purchase {id} vanished mid-batch")))?;
         outcomes[idx] = Some(ReplyOutcome::Completed {
             purchase: Box::new(view),
         });
@@ -286,7 +275,7 @@ async fn decide_and_write(
                 Cursor {
                     key: key.clone(),
                     id: *id,
-                    card_updated_at: row.updated_at,
+                    card_updated_at: row.updated_at.clone(),
                 },
             );
         }
@@ -301,128 +290,188 @@ async fn decide_and_write(
 /// Records `fence` as the partition's owner before its first batch, so a
 /// stale owner cannot commit anything once the new owner starts.
 pub async fn claim(db: &DatabaseConnection, fence: &Fence) -> Result<(), BatchError> {
+    let sql = format!("WITH {FENCE} SELECT partition FROM fence");
     let txn = db.begin().await?;
-    let live = check_fences(&txn, &[fence], None).await?;
+    let rows = txn
+        .query_all(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            fence_values(&[fence], None),
+        ))
+        .await?;
     txn.commit().await?;
-    if live.contains(&fence.partition) {
-        Ok(())
-    } else {
+    if rows.is_empty() {
         Err(BatchError::Fenced {
             partition: fence.partition,
         })
+    } else {
+        Ok(())
     }
+}
+
+/// Records each fence's token ($1 partitions, $2 tokens, $3 owners) as its
+/// partition's owner unless a newer token is there; `fence` names the
+/// partitions whose fence holds. `$4` is the statement timeout for the rest
+/// of the transaction (a hung statement fails the attempt instead of holding
+/// the partition), set in the same round trip.
+const FENCE: &str = "cfg AS (SELECT set_config('statement_timeout', $4::text, true) AS ms), \
+     fence AS ( \
+       INSERT INTO partition_fences (partition, token, owner, updated_at) \
+       SELECT v.p, v.t, v.o, now() FROM unnest($1::int4[], $2::int8[], $3::text[]) AS v(p, t, o), cfg ORDER BY v.p \
+       ON CONFLICT (partition) DO UPDATE SET token = EXCLUDED.token, owner = EXCLUDED.owner, updated_at = now() \
+       WHERE partition_fences.token <= EXCLUDED.token RETURNING partition)";
+
+fn fence_values(fences: &[&Fence], statement_timeout: Option<std::time::Duration>) -> Vec<Value> {
+    let partitions: Vec<i32> = fences.iter().map(|f| i32::from(f.partition)).collect();
+    let tokens: Vec<i64> = fences.iter().map(|f| f.token).collect();
+    let owners: Vec<String> = fences.iter().map(|f| f.owner.clone()).collect();
+    let timeout = statement_timeout.map_or_else(|| "0".to_owned(), |t| t.as_millis().to_string());
+    vec![partitions.into(), tokens.into(), owners.into(), timeout.into()]
+}
+
+/// The batch's one read, after the fence (`$1`–`$4`): purchases already
+/// stored under its ids (`$5`), its cards (`$6`), its buyers' wallets,
+/// locked in a fixed order so that a user buying in two partitions at once
+/// waits briefly instead of overdrawing (`$7`), and each card's
+/// soonest-expiring available codes, as many as the batch could need,
+/// starting after the card's cursor while the card is unchanged since
+/// (`$8`–`$12`). One row of JSON arrays.
+static READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH {FENCE} SELECT \
+         (SELECT json_agg(partition)::text FROM fence) AS live, \
+         (SELECT json_agg(json_build_array(p.id, p.status, p.request_hash))::text \
+            FROM purchases p WHERE p.id = ANY($5::uuid[])) AS stored, \
+         (SELECT json_agg(json_build_array(g.id, g.price::text, g.active, g.updated_at::text))::text \
+            FROM gift_cards g WHERE g.id = ANY($6::uuid[])) AS cards, \
+         (SELECT json_agg(json_build_array(w.user_id, w.balance::text))::text FROM ( \
+            SELECT user_id, balance FROM wallets \
+            WHERE user_id = ANY($7::text[]) AND EXISTS (SELECT 1 FROM fence) \
+            ORDER BY user_id FOR UPDATE) w) AS wallets, \
+         (SELECT json_agg(json_build_array(n.card, c.id, c.code, c.sort_key::text) ORDER BY n.card, c.sort_key, c.id)::text \
+            FROM ( \
+              SELECT n.card, n.want, \
+                CASE WHEN g.updated_at = NULLIF(n.seen_at, '')::timestamptz \
+                  THEN n.after_key::timestamptz ELSE '-infinity'::timestamptz END AS after_key, \
+                CASE WHEN g.updated_at = NULLIF(n.seen_at, '')::timestamptz \
+                  THEN n.after_id ELSE '00000000-0000-0000-0000-000000000000'::uuid END AS after_id \
+              FROM unnest($8::uuid[], $9::int8[], $10::text[], $11::uuid[], $12::text[]) \
+                AS n(card, want, after_key, after_id, seen_at) \
+              JOIN gift_cards g ON g.id = n.card AND g.active) n \
+            CROSS JOIN LATERAL ( \
+              SELECT a.id, a.code, COALESCE(a.expires_on, 'infinity'::timestamptz) AS sort_key \
+              FROM activation_codes a \
+              WHERE a.gift_card_id = n.card AND NOT a.is_used AND a.deleted_at IS NULL \
+                AND (COALESCE(a.expires_on, 'infinity'::timestamptz), a.id) > (n.after_key, n.after_id) \
+                AND (a.expires_on IS NULL OR a.expires_on > now()) \
+              ORDER BY COALESCE(a.expires_on, 'infinity'::timestamptz), a.id \
+              LIMIT n.want) c) AS codes"
+    )
+});
+
+/// Checks the fences and reads everything the batch needs in one round trip.
+async fn read(
+    txn: &DatabaseTransaction,
+    fences: &[&Fence],
+    statement_timeout: std::time::Duration,
+    items: &[&Item],
+    cursors: &Cursors,
+) -> Result<Snapshot, BatchError> {
+    let mut values = fence_values(fences, Some(statement_timeout));
+    let ids: Vec<Uuid> = items.iter().map(|i| i.message.purchase_id).collect();
+    let card_ids: Vec<Uuid> = unique(items.iter().map(|i| i.message.gift_card_id));
+    let users: Vec<String> = unique(items.iter().map(|i| i.message.user_id.clone()));
+    // Enough codes for every message; a redelivery of a stored purchase
+    // over-asks a little, which costs nothing.
+    let mut need: HashMap<Uuid, i64> = HashMap::new();
+    for i in items {
+        *need.entry(i.message.gift_card_id).or_default() += i64::from(i.message.quantity);
+    }
+    let (mut wanted, mut limits, mut keys, mut after, mut seen_at) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    {
+        let known = cursors.0.lock().expect("cursors lock");
+        for (card, want) in need {
+            let cursor = known.get(&card);
+            wanted.push(card);
+            limits.push(want);
+            keys.push(cursor.map_or_else(|| "-infinity".to_owned(), |c| c.key.clone()));
+            after.push(cursor.map_or(Uuid::nil(), |c| c.id));
+            seen_at.push(cursor.map_or_else(String::new, |c| c.card_updated_at.clone()));
+        }
+    }
+    values.extend([
+        ids.into(),
+        card_ids.into(),
+        users.into(),
+        wanted.into(),
+        limits.into(),
+        keys.into(),
+        after.into(),
+        seen_at.into(),
+    ]);
+    let row = txn
+        .query_one(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            READ.as_str(),
+            values,
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("the batch read returned no row".into()))?;
+    fn column<T: serde::de::DeserializeOwned>(
+        row: &sea_orm::QueryResult,
+        name: &str,
+    ) -> Result<Vec<T>, DbErr> {
+        match row.try_get::<Option<String>>("", name)? {
+            None => Ok(Vec::new()),
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| DbErr::Custom(format!("the batch read's {name} column: {e}"))),
+        }
+    }
+    fn decimal(s: &str) -> Result<Decimal, DbErr> {
+        s.parse()
+            .map_err(|e| DbErr::Custom(format!("numeric {s:?} from PostgreSQL: {e}")))
+    }
+    let live = column::<i32>(&row, "live")?
+        .into_iter()
+        .map(|p| p as u16)
+        .collect();
+    let stored = column::<(Uuid, String, String)>(&row, "stored")?
+        .into_iter()
+        .map(|(id, status, request_hash)| (id, StoredRow { status, request_hash }))
+        .collect();
+    let mut cards = HashMap::new();
+    for (id, price, active, updated_at) in column::<(Uuid, String, bool, String)>(&row, "cards")? {
+        let price = decimal(&price)?;
+        cards.insert(
+            id,
+            CardRow {
+                price,
+                active,
+                updated_at,
+            },
+        );
+    }
+    let mut balances = HashMap::new();
+    for (user, balance) in column::<(String, String)>(&row, "wallets")? {
+        balances.insert(user, decimal(&balance)?);
+    }
+    let mut stock: HashMap<Uuid, Pool> = HashMap::new();
+    for (card, id, code, key) in column::<(Uuid, Uuid, String, String)>(&row, "codes")? {
+        stock.entry(card).or_default().push_back((id, code, key));
+    }
+    Ok(Snapshot {
+        live,
+        stored,
+        cards,
+        balances,
+        stock,
+    })
 }
 
 fn unique<T: std::hash::Hash + Eq + Clone>(it: impl Iterator<Item = T>) -> Vec<T> {
     let mut seen = HashSet::new();
     it.filter(|x| seen.insert(x.clone())).collect()
-}
-
-/// Records each fence's token as its partition's owner unless a newer
-/// token is there; returns the partitions whose fence holds. With
-/// `statement_timeout`, the rest of the transaction gets that timeout (a
-/// hung statement fails the attempt instead of holding the partition),
-/// set in the same round trip.
-async fn check_fences(
-    txn: &DatabaseTransaction,
-    fences: &[&Fence],
-    statement_timeout: Option<std::time::Duration>,
-) -> Result<HashSet<u16>, BatchError> {
-    let mut values: Vec<Value> = Vec::with_capacity(fences.len() * 3 + 1);
-    for f in fences {
-        values.extend([
-            i32::from(f.partition).into(),
-            f.token.into(),
-            f.owner.clone().into(),
-        ]);
-    }
-    let timeout = statement_timeout.map_or_else(|| "0".to_owned(), |t| t.as_millis().to_string());
-    values.push(timeout.into());
-    let sql = format!(
-        "WITH cfg AS (SELECT set_config('statement_timeout', ${}::text, true) AS ms) \
-         INSERT INTO partition_fences (partition, token, owner, updated_at) \
-         SELECT v.p, v.t, v.o, now() FROM (VALUES {}) AS v(p, t, o), cfg ORDER BY v.p \
-         ON CONFLICT (partition) DO UPDATE SET token = EXCLUDED.token, owner = EXCLUDED.owner, updated_at = now() \
-         WHERE partition_fences.token <= EXCLUDED.token RETURNING partition",
-        fences.len() * 3 + 1,
-        values_clause(fences.len(), &["int4", "int8", "text"])
-    );
-    let rows = txn
-        .query_all(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| r.try_get::<i32>("", "partition").ok())
-        .map(|p| p as u16)
-        .collect())
-}
-
-/// Each card's soonest-expiring available codes, as many as the batch could
-/// need, in one statement; each card's scan starts after its cursor.
-async fn available_codes(
-    txn: &DatabaseTransaction,
-    items: &[Item],
-    existing: &HashMap<Uuid, purchase::Model>,
-    cards: &HashMap<Uuid, CardRow>,
-    cursors: &Cursors,
-) -> Result<HashMap<Uuid, Pool>, DbErr> {
-    let mut need: HashMap<Uuid, i64> = HashMap::new();
-    for i in items {
-        let m = &i.message;
-        let stored = existing
-            .get(&m.purchase_id)
-            .is_some_and(|p| p.status != PurchaseStatus::DeadLettered.as_str());
-        if !stored && cards.get(&m.gift_card_id).is_some_and(|c| c.active) {
-            *need.entry(m.gift_card_id).or_default() += i64::from(m.quantity);
-        }
-    }
-    let mut out: HashMap<Uuid, Pool> = HashMap::new();
-    if need.is_empty() {
-        return Ok(out);
-    }
-    let (mut card_ids, mut limits, mut keys, mut after) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    {
-        let known = cursors.0.lock().expect("cursors lock");
-        for (card, want) in need {
-            let cursor = known.get(&card).filter(|c| {
-                cards
-                    .get(&card)
-                    .is_some_and(|row| row.updated_at == c.card_updated_at)
-            });
-            card_ids.push(card);
-            limits.push(want);
-            keys.push(cursor.map_or_else(|| "-infinity".to_owned(), |c| c.key.clone()));
-            after.push(cursor.map_or(Uuid::nil(), |c| c.id));
-        }
-    }
-    let rows = CodeRow::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT n.card AS gift_card_id, c.id, c.code, c.sort_key::text AS sort_key \
-         FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::uuid[]) AS n(card, want, after_key, after_id) \
-         CROSS JOIN LATERAL ( \
-             SELECT a.id, a.code, COALESCE(a.expires_on, 'infinity'::timestamptz) AS sort_key \
-             FROM activation_codes a \
-             WHERE a.gift_card_id = n.card AND NOT a.is_used AND a.deleted_at IS NULL \
-               AND (COALESCE(a.expires_on, 'infinity'::timestamptz), a.id) > (n.after_key::timestamptz, n.after_id) \
-               AND (a.expires_on IS NULL OR a.expires_on > now()) \
-             ORDER BY COALESCE(a.expires_on, 'infinity'::timestamptz), a.id \
-             LIMIT n.want) c \
-         ORDER BY n.card, c.sort_key, c.id",
-        [card_ids.into(), limits.into(), keys.into(), after.into()],
-    ))
-    .all(txn)
-    .await?;
-    for r in rows {
-        out.entry(r.gift_card_id)
-            .or_default()
-            .push_back((r.id, r.code, r.sort_key));
-    }
-    Ok(out)
 }
 
 fn decide(
@@ -468,197 +517,173 @@ fn decide(
     }
 }
 
-/// One data-modifying statement of a batch: `sql(offset)` renders it with
-/// placeholders starting at `$offset+1`.
-struct Piece {
-    sql: Box<dyn Fn(usize) -> String + Send>,
-    values: Vec<Value>,
-}
+/// The batch's one write: claims the decided codes (`$1`–`$2`), debits the
+/// wallets (`$3`–`$4`), records the ledger lines (`$5`–`$8`) and the
+/// purchases (`$9`–`$23`; empty strings stand for NULL, as arrays cannot
+/// carry it here), each a data-modifying CTE over arrays so that the text
+/// never changes and PostgreSQL plans it once per connection. A
+/// dead-lettered row being replayed is overwritten. Returns the number of
+/// codes claimed.
+const WRITE: &str = "WITH claimed AS ( \
+       UPDATE activation_codes a SET is_used = TRUE, purchase_id = v.pid \
+       FROM unnest($1::uuid[], $2::uuid[]) AS v(id, pid) \
+       WHERE a.id = v.id AND NOT a.is_used AND a.deleted_at IS NULL \
+         AND (a.expires_on IS NULL OR a.expires_on > now()) RETURNING 1), \
+     debited AS ( \
+       UPDATE wallets w SET balance = w.balance - v.amount, updated_at = now() \
+       FROM unnest($3::text[], $4::numeric[]) AS v(user_id, amount) \
+       WHERE w.user_id = v.user_id RETURNING 1), \
+     ledger AS ( \
+       INSERT INTO wallet_entries (id, user_id, kind, amount, purchase_id) \
+       SELECT v.id, v.user_id, 'purchase', v.amount, v.purchase_id \
+       FROM unnest($5::uuid[], $6::text[], $7::numeric[], $8::uuid[]) AS v(id, user_id, amount, purchase_id) \
+       ON CONFLICT (purchase_id) DO NOTHING RETURNING 1), \
+     recorded AS ( \
+       INSERT INTO purchases (id, user_id, gift_card_id, quantity, unit_price, total, status, error_code, \
+         error_message, idempotency_key, request_hash, stream_sequence, partition, created_at, completed_at) \
+       SELECT v.id, v.user_id, v.card, v.quantity, NULLIF(v.unit_price, '')::numeric, NULLIF(v.total, '')::numeric, \
+         v.status, NULLIF(v.error_code, ''), NULLIF(v.error_message, ''), NULLIF(v.idempotency_key, ''), \
+         v.request_hash, v.sequence, v.partition, v.created_at, $23::timestamptz \
+       FROM unnest($9::uuid[], $10::text[], $11::uuid[], $12::int2[], $13::text[], $14::text[], $15::text[], \
+         $16::text[], $17::text[], $18::text[], $19::text[], $20::int8[], $21::int4[], $22::timestamptz[]) \
+         AS v(id, user_id, card, quantity, unit_price, total, status, error_code, error_message, \
+              idempotency_key, request_hash, sequence, partition, created_at) \
+       ON CONFLICT (id) DO UPDATE SET unit_price = EXCLUDED.unit_price, total = EXCLUDED.total, \
+         status = EXCLUDED.status, error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message, \
+         stream_sequence = EXCLUDED.stream_sequence, partition = EXCLUDED.partition, \
+         completed_at = EXCLUDED.completed_at \
+       WHERE purchases.status = 'dead_lettered' RETURNING 1) \
+     SELECT (SELECT count(*) FROM claimed) AS n";
 
-/// PostgreSQL's limit on the parameters of one statement, with room to spare.
-const MAX_PARAMS: usize = 60_000;
-
-/// Writes the batch: claims the decided codes (all of them, or fails with
-/// `CodesChanged`), debits wallets, records ledger lines and purchases. The
-/// four statements go to PostgreSQL as one (data-modifying CTEs: one round
-/// trip) unless that would exceed the parameter limit.
+/// Writes the batch in one statement ([`WRITE`]): all the decided codes are
+/// claimed, or it fails with `CodesChanged`.
 async fn write(
     txn: &DatabaseTransaction,
-    items: &[Item],
+    items: &[&Item],
     decided: &[Decided],
     now: DateTime<Utc>,
 ) -> Result<(), BatchError> {
-    let claims: Vec<(Uuid, Uuid)> = decided
-        .iter()
-        .flat_map(|d| {
-            let pid = items[d.item_index].message.purchase_id;
-            d.codes.iter().map(move |(code_id, _, _)| (*code_id, pid))
-        })
-        .collect();
-    let mut pieces: Vec<Piece> = Vec::new();
-    if !claims.is_empty() {
-        let n = claims.len();
-        pieces.push(Piece {
-            sql: Box::new(move |o| {
-                format!(
-                    "UPDATE activation_codes a SET is_used = TRUE, purchase_id = v.pid FROM (VALUES {}) AS v(id, pid) \
-                     WHERE a.id = v.id AND NOT a.is_used AND a.deleted_at IS NULL \
-                       AND (a.expires_on IS NULL OR a.expires_on > now()) RETURNING 1",
-                    values_clause_at(o, n, &["uuid", "uuid"])
-                )
-            }),
-            values: claims.iter().flat_map(|(c, p)| [Value::from(*c), Value::from(*p)]).collect(),
-        });
-    }
-    let mut debits: HashMap<&str, Decimal> = HashMap::new();
-    let mut ledger: Vec<Value> = Vec::new();
-    for d in decided
-        .iter()
-        .filter(|d| d.status == PurchaseStatus::Succeeded)
-    {
-        let m = &items[d.item_index].message;
-        let total = d.total.expect("succeeded has a total");
-        *debits.entry(m.user_id.as_str()).or_default() += total;
-        ledger.extend([
-            Uuid::new_v4().into(),
-            m.user_id.clone().into(),
-            (-total).into(),
-            m.purchase_id.into(),
-        ]);
-    }
-    if !debits.is_empty() {
-        let (users, ledger_rows) = (debits.len(), ledger.len() / 4);
-        pieces.push(Piece {
-            sql: Box::new(move |o| {
-                format!(
-                    "UPDATE wallets w SET balance = w.balance - v.amt, updated_at = now() \
-                     FROM (VALUES {}) AS v(u, amt) WHERE w.user_id = v.u RETURNING 1",
-                    values_clause_at(o, users, &["text", "numeric"])
-                )
-            }),
-            values: debits
-                .iter()
-                .flat_map(|(u, a)| [Value::from(*u), Value::from(*a)])
-                .collect(),
-        });
-        pieces.push(Piece {
-            sql: Box::new(move |o| {
-                format!(
-                    "INSERT INTO wallet_entries (id, user_id, kind, amount, purchase_id) \
-                     SELECT v.id, v.u, 'purchase', v.amt, v.pid FROM (VALUES {}) AS v(id, u, amt, pid) \
-                     ON CONFLICT (purchase_id) DO NOTHING RETURNING 1",
-                    values_clause_at(o, ledger_rows, &["uuid", "text", "numeric", "uuid"])
-                )
-            }),
-            values: ledger,
-        });
-    }
-    if !decided.is_empty() {
-        const CASTS: [&str; 15] = [
-            "uuid",
-            "text",
-            "uuid",
-            "int2",
-            "numeric",
-            "numeric",
-            "text",
-            "text",
-            "text",
-            "text",
-            "text",
-            "int8",
-            "int4",
-            "timestamptz",
-            "timestamptz",
-        ];
-        let mut values: Vec<Value> = Vec::with_capacity(decided.len() * CASTS.len());
-        for d in decided {
-            let item = &items[d.item_index];
-            let m = &item.message;
-            values.extend([
-                m.purchase_id.into(),
-                m.user_id.clone().into(),
-                m.gift_card_id.into(),
-                i16::from(m.quantity).into(),
-                d.unit_price.into(),
-                d.total.into(),
-                d.status.as_str().into(),
-                d.failure.map(|f| f.as_str().to_owned()).into(),
-                d.failure.map(|f| f.message().to_owned()).into(),
-                m.idempotency_key.clone().into(),
-                m.request_hash.clone().into(),
-                (item.sequence as i64).into(),
-                i32::from(item.partition).into(),
-                m.accepted_at.into(),
-                now.into(),
-            ]);
-        }
-        let rows = decided.len();
-        // A dead-lettered row being replayed is overwritten.
-        pieces.push(Piece {
-            sql: Box::new(move |o| {
-                format!(
-                    "INSERT INTO purchases (id, user_id, gift_card_id, quantity, unit_price, total, status, error_code, \
-                       error_message, idempotency_key, request_hash, stream_sequence, partition, created_at, completed_at) \
-                     SELECT v.* FROM (VALUES {}) AS v \
-                     ON CONFLICT (id) DO UPDATE SET unit_price = EXCLUDED.unit_price, total = EXCLUDED.total, \
-                       status = EXCLUDED.status, error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message, \
-                       stream_sequence = EXCLUDED.stream_sequence, partition = EXCLUDED.partition, \
-                       completed_at = EXCLUDED.completed_at \
-                     WHERE purchases.status = 'dead_lettered' RETURNING 1",
-                    values_clause_at(o, rows, &CASTS)
-                )
-            }),
-            values,
-        });
-    }
-    if pieces.is_empty() {
+    if decided.is_empty() {
         return Ok(());
     }
-    let claimed = if pieces.iter().map(|p| p.values.len()).sum::<usize>() <= MAX_PARAMS {
-        // One round trip: every piece a CTE; the first counts the claims.
-        let mut sql = String::from("WITH ");
-        let mut values = Vec::new();
-        for (i, p) in pieces.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("w{i} AS ({})", (p.sql)(values.len())));
-            values.extend(p.values.iter().cloned());
+    let (mut code_ids, mut claimants) = (Vec::new(), Vec::new());
+    let mut debits: HashMap<&str, Decimal> = HashMap::new();
+    let (mut entry_ids, mut entry_users, mut entry_amounts, mut entry_purchases) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let n = decided.len();
+    let mut p = PurchaseColumns::with_capacity(n);
+    let text = |s: Option<String>| s.unwrap_or_default();
+    for d in decided {
+        let item = items[d.item_index];
+        let m = &item.message;
+        for (code_id, _, _) in &d.codes {
+            code_ids.push(*code_id);
+            claimants.push(m.purchase_id);
         }
-        sql.push_str(" SELECT (SELECT count(*) FROM w0) AS n");
-        let row = txn
-            .query_one(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                sql,
-                values,
-            ))
-            .await?
-            .ok_or_else(|| {
-                BatchError::Db(DbErr::Custom("the batch write returned no row".into()))
-            })?;
-        row.try_get::<i64>("", "n")? as u64
-    } else {
-        let mut first = 0;
-        for (i, p) in pieces.into_iter().enumerate() {
-            let n = txn
-                .execute(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    (p.sql)(0),
-                    p.values,
-                ))
-                .await?
-                .rows_affected();
-            if i == 0 {
-                first = n;
-            }
+        if d.status == PurchaseStatus::Succeeded {
+            let total = d.total.expect("succeeded has a total");
+            *debits.entry(m.user_id.as_str()).or_default() += total;
+            entry_ids.push(Uuid::new_v4());
+            entry_users.push(m.user_id.clone());
+            entry_amounts.push(-total);
+            entry_purchases.push(m.purchase_id);
         }
-        first
-    };
-    if !claims.is_empty() && claimed != claims.len() as u64 {
+        p.id.push(m.purchase_id);
+        p.user_id.push(m.user_id.clone());
+        p.card.push(m.gift_card_id);
+        p.quantity.push(i16::from(m.quantity));
+        p.unit_price.push(text(d.unit_price.map(|v| v.to_string())));
+        p.total.push(text(d.total.map(|v| v.to_string())));
+        p.status.push(d.status.as_str().to_owned());
+        p.error_code.push(text(d.failure.map(|f| f.as_str().to_owned())));
+        p.error_message
+            .push(text(d.failure.map(|f| f.message().to_owned())));
+        p.idempotency_key.push(text(m.idempotency_key.clone()));
+        p.request_hash.push(m.request_hash.clone());
+        p.sequence.push(item.sequence as i64);
+        p.partition.push(i32::from(item.partition));
+        p.created_at.push(m.accepted_at);
+    }
+    let claims = code_ids.len() as i64;
+    let (debit_users, debit_amounts): (Vec<String>, Vec<Decimal>) =
+        debits.into_iter().map(|(u, a)| (u.to_owned(), a)).unzip();
+    let values: Vec<Value> = vec![
+        code_ids.into(),
+        claimants.into(),
+        debit_users.into(),
+        debit_amounts.into(),
+        entry_ids.into(),
+        entry_users.into(),
+        entry_amounts.into(),
+        entry_purchases.into(),
+        p.id.into(),
+        p.user_id.into(),
+        p.card.into(),
+        p.quantity.into(),
+        p.unit_price.into(),
+        p.total.into(),
+        p.status.into(),
+        p.error_code.into(),
+        p.error_message.into(),
+        p.idempotency_key.into(),
+        p.request_hash.into(),
+        p.sequence.into(),
+        p.partition.into(),
+        p.created_at.into(),
+        now.into(),
+    ];
+    let row = txn
+        .query_one(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            WRITE,
+            values,
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("the batch write returned no row".into()))?;
+    if row.try_get::<i64>("", "n")? != claims {
         return Err(BatchError::CodesChanged);
     }
     Ok(())
+}
+
+/// The purchases of a batch, column by column, for [`WRITE`].
+#[derive(Default)]
+struct PurchaseColumns {
+    id: Vec<Uuid>,
+    user_id: Vec<String>,
+    card: Vec<Uuid>,
+    quantity: Vec<i16>,
+    unit_price: Vec<String>,
+    total: Vec<String>,
+    status: Vec<String>,
+    error_code: Vec<String>,
+    error_message: Vec<String>,
+    idempotency_key: Vec<String>,
+    request_hash: Vec<String>,
+    sequence: Vec<i64>,
+    partition: Vec<i32>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl PurchaseColumns {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            id: Vec::with_capacity(n),
+            user_id: Vec::with_capacity(n),
+            card: Vec::with_capacity(n),
+            quantity: Vec::with_capacity(n),
+            unit_price: Vec::with_capacity(n),
+            total: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            error_code: Vec::with_capacity(n),
+            error_message: Vec::with_capacity(n),
+            idempotency_key: Vec::with_capacity(n),
+            request_hash: Vec::with_capacity(n),
+            sequence: Vec::with_capacity(n),
+            partition: Vec::with_capacity(n),
+            created_at: Vec::with_capacity(n),
+        }
+    }
 }
 
 fn decided_view(item: &Item, d: &Decided, now: DateTime<Utc>) -> PurchaseView {
@@ -683,3 +708,4 @@ fn decided_view(item: &Item, d: &Decided, now: DateTime<Utc>) -> PurchaseView {
         completed_at: Some(now),
     }
 }
+

@@ -13,6 +13,7 @@ async fn main() {
             &settings.common,
             settings.listen,
             "GIFTCARD_WORKER_LISTEN",
+            true,
         )
         .await?;
         giftcard_worker::run(settings, s.listener, s.db, s.nats, s.shutdown).await

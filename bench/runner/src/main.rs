@@ -98,6 +98,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .status()?;
             let memory = rss.stop();
             let conflicts = target.peer_conflicts().await;
+            let breakdown = target.pipeline_breakdown(&logs).await;
             target.stop().await;
             anyhow::ensure!(
                 status.success(),
@@ -108,6 +109,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             report["scenario"] = scenario.clone().into();
             report["memory_mib"] = serde_json::to_value(&memory)?;
             report["peer_conflicts"] = conflicts.into();
+            if let Some(b) = &breakdown {
+                report["pipeline_breakdown"] = b.clone();
+                eprintln!("[bench]   pipeline means: {b}");
+            }
             eprintln!(
                 "[bench]   {:.0}/s, p99 {:.1} ms",
                 report["throughput_per_sec"].as_f64().unwrap_or(0.0),

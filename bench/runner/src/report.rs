@@ -151,6 +151,28 @@ pub fn markdown(results: &[Value], machine: &Value, args: &Args) -> String {
             p["memory_mib"]["peak_rss_mib"]
         ));
     }
+    let breakdown: Vec<&Value> = results
+        .iter()
+        .filter(|r| r["pipeline_breakdown"].is_object())
+        .collect();
+    if !breakdown.is_empty() {
+        md.push_str("\n## Where the pipeline's time goes\n\n");
+        md.push_str("Means over each run, from the api's and the worker's `/metrics` (saved next to the results): messages per partition batch, partition batches per transaction (group commit), one transaction, a batch from pull to ack, and one JetStream publish up to its PubAck.\n\n");
+        md.push_str("| scenario | batch size | batches per transaction | transaction ms | batch ms | publish ms |\n");
+        md.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
+        for r in breakdown {
+            let b = &r["pipeline_breakdown"];
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                r["scenario"].as_str().unwrap_or(""),
+                b["batch_size"],
+                b["group_partitions"],
+                b["transaction_ms"],
+                b["batch_ms"],
+                b["publish_ms"],
+            ));
+        }
+    }
     md.push_str("\n![throughput and p99 by strategy and scenario](chart.svg)\n");
     md
 }

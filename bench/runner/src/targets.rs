@@ -56,6 +56,8 @@ pub struct Target {
     processes: Vec<(String, Guarded)>,
     _nats: Option<NatsServer>,
     peer: bool,
+    /// The pipeline worker's ops endpoint (`/metrics`).
+    worker_ops: Option<String>,
 }
 
 fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
@@ -86,10 +88,8 @@ impl Target {
             let mut api_env = e.clone();
             api_env.push(("GIFTCARD_API_LISTEN".into(), format!("127.0.0.1:{port}")));
             let mut worker_env = e;
-            worker_env.push((
-                "GIFTCARD_WORKER_LISTEN".into(),
-                format!("127.0.0.1:{}", free_port()),
-            ));
+            let worker_ops = format!("127.0.0.1:{}", free_port());
+            worker_env.push(("GIFTCARD_WORKER_LISTEN".into(), worker_ops.clone()));
             let worker = Guarded::spawn_with_env(
                 &bins.worker,
                 &[],
@@ -104,6 +104,7 @@ impl Target {
                 processes: vec![("api".into(), api), ("worker".into(), worker)],
                 _nats: Some(nats),
                 peer: false,
+                worker_ops: Some(format!("http://{worker_ops}")),
             }
         } else {
             anyhow::ensure!(
@@ -124,6 +125,7 @@ impl Target {
                 processes: vec![(strategy.to_owned(), peer)],
                 _nats: None,
                 peer: true,
+                worker_ops: None,
             }
         };
         target.wait_ready().await?;
@@ -183,6 +185,37 @@ impl Target {
             .filter(|l| l.starts_with("peer_conflicts_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// Saves the pipeline's `/metrics` (api and worker) into `dir`, and
+    /// returns where its time went: means of the worker's batch size,
+    /// transaction and batch times, and of the api's publish time.
+    pub async fn pipeline_breakdown(&self, dir: &Path) -> Option<serde_json::Value> {
+        let worker = self.worker_ops.as_ref()?;
+        let mut text = String::new();
+        for (name, url) in [("api", &self.url), ("worker", worker)] {
+            let body = reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()?;
+            let _ = std::fs::write(dir.join(format!("metrics-{name}.txt")), &body);
+            text.push_str(&body);
+        }
+        let mean = |name: &str| {
+            let total = |suffix: &str| {
+                text.lines()
+                    .filter(|l| l.starts_with(&format!("{name}_{suffix}")))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            };
+            let count = total("count");
+            (count > 0.0).then(|| total("sum") / count)
+        };
+        let ms = |v: Option<f64>| v.map(|s| (s * 1e4).round() / 10.0);
+        Some(serde_json::json!({
+            "batch_size": mean("giftcard_worker_batch_size").map(|v| (v * 10.0).round() / 10.0),
+            "group_partitions": mean("giftcard_worker_group_partitions").map(|v| (v * 10.0).round() / 10.0),
+            "transaction_ms": ms(mean("giftcard_worker_transaction_seconds")),
+            "batch_ms": ms(mean("giftcard_worker_batch_seconds")),
+            "publish_ms": ms(mean("giftcard_api_publish_seconds")),
+        }))
     }
 
     pub async fn stop(self) {

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261122_000002_dead_letter_events;
 mod m20261122_000003_available_codes_keyset;
+mod m20261130_000004_batch_guard;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_dead_letter_events::Migration),
             Box::new(m20261122_000003_available_codes_keyset::Migration),
+            Box::new(m20261130_000004_batch_guard::Migration),
         ]
     }
 }

@@ -11,7 +11,7 @@ use crate::config::CommonSettings;
 /// down. Each connection is pinged before use, so one broken by a
 /// PostgreSQL restart is replaced instead of failing a request.
 pub async fn connect(settings: &CommonSettings, lazy: bool) -> Result<DatabaseConnection, DbErr> {
-    open(settings, lazy, true).await
+    open(settings, lazy, true, None).await
 }
 
 /// [`connect`] without the ping before each use: one round trip less per
@@ -21,13 +21,30 @@ pub async fn connect_unpinged(
     settings: &CommonSettings,
     lazy: bool,
 ) -> Result<DatabaseConnection, DbErr> {
-    open(settings, lazy, false).await
+    open(settings, lazy, false, None).await
+}
+
+/// The worker's batch pool: lazy, unpinged, two connections (batches are
+/// written one group at a time), every statement limited to
+/// `statement_timeout` (a hung statement fails its attempt instead of
+/// holding the partition), and sequential scans ruled out: each statement
+/// on it looks rows up by key, and a plan cached while a table was nearly
+/// empty (a fresh deployment, before autovacuum's first analyze) would
+/// otherwise keep scanning the whole table as it grows.
+pub async fn connect_for_batches(
+    settings: &CommonSettings,
+    statement_timeout: Duration,
+) -> Result<DatabaseConnection, DbErr> {
+    let mut settings = settings.clone();
+    settings.db_max_connections = settings.db_max_connections.min(2);
+    open(&settings, true, false, Some(statement_timeout)).await
 }
 
 async fn open(
     settings: &CommonSettings,
     lazy: bool,
     ping: bool,
+    statement_timeout: Option<Duration>,
 ) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(settings.database_url.expose().to_owned());
     opts.max_connections(settings.db_max_connections)
@@ -39,6 +56,15 @@ async fn open(
         .test_before_acquire(ping)
         // Statements can carry activation codes; never log them.
         .sqlx_logging(false);
+    if let Some(t) = statement_timeout {
+        let ms = t.as_millis().to_string();
+        opts.map_sqlx_postgres_opts(move |o| {
+            o.options([
+                ("statement_timeout", ms.as_str()),
+                ("enable_seqscan", "off"),
+            ])
+        });
+    }
     Database::connect(opts).await
 }
 

@@ -1,11 +1,17 @@
-//! One batch of one partition, in one PostgreSQL transaction.
+//! One batch of one partition (or a group of them), in two statements.
 //!
 //! The partition's owner is the only writer of its cards' codes, so the
-//! batch needs no row locks on codes and no optimistic retries: it reads
-//! each card's soonest-expiring available codes once, assigns them in
-//! stream order in memory, and writes everything back with a handful of
-//! set-based statements. The fencing check at the start makes a stale owner
-//! (one whose lease has passed to another worker) unable to commit.
+//! batch needs no row locks: one statement reads everything the batch needs
+//! (each card's soonest-expiring available codes, the buyers' wallets, the
+//! purchases already stored), the worker assigns codes in stream order in
+//! memory, and one statement writes everything back. Each statement is its
+//! own implicit transaction: no `BEGIN` or `COMMIT` round trips. The write
+//! is atomic and checks, in the same statement, that what the read saw
+//! still holds: the partition's fence (a stale owner, one whose lease has
+//! passed to another worker, cannot write), every decided code still
+//! available, every debited wallet's balance unchanged. If anything moved,
+//! [`giftcard_batch_guard`](../../migrations) raises and the statement
+//! leaves no trace; the batch is read and decided again.
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,8 +22,8 @@ use giftcard_shared::entities::purchase;
 use giftcard_shared::purchases::{codes_of, view_of};
 use rust_decimal::Decimal;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, QueryFilter, Statement, TransactionTrait, Value,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    Statement, Value,
 };
 use uuid::Uuid;
 
@@ -34,11 +40,27 @@ pub enum BatchError {
     /// A newer owner holds the partition: nothing was committed.
     #[error("fenced off: partition {partition} has a newer owner")]
     Fenced { partition: u16 },
-    /// Codes changed under us (an admin withdrew one mid-batch): retry.
-    #[error("activation codes changed concurrently; retrying")]
-    CodesChanged,
+    /// What the batch read changed before its write (a code withdrawn, a
+    /// wallet credited or debited elsewhere, a deadlock with another
+    /// writer): nothing was written; read again and retry.
+    #[error("the batch's inputs changed concurrently; retrying")]
+    Changed,
     #[error(transparent)]
-    Db(#[from] DbErr),
+    Db(DbErr),
+}
+
+impl From<DbErr> for BatchError {
+    fn from(e: DbErr) -> Self {
+        // SQLSTATE 40001 from the write's guard, 40P01 from a deadlock.
+        let text = e.to_string();
+        if text.contains("giftcard: the batch's inputs changed")
+            || text.contains("deadlock detected")
+        {
+            Self::Changed
+        } else {
+            Self::Db(e)
+        }
+    }
 }
 
 impl BatchError {
@@ -126,36 +148,36 @@ pub async fn process(
     db: &DatabaseConnection,
     fence: &Fence,
     items: &[Item],
-    statement_timeout: std::time::Duration,
     cursors: &Cursors,
 ) -> Result<Outcomes, BatchError> {
     let groups = [(fence.clone(), items.to_vec())];
-    let mut results = process_group(db, &groups, statement_timeout, cursors).await?;
+    let mut results = process_group(db, &groups, cursors).await?;
     results.pop().expect("one group, one result")
 }
 
-/// Processes the batches of several partitions in one transaction (group
-/// commit): one statement checks every fence and reads what all their
-/// messages need, one writes every result, one commit. A fenced
-/// partition's batch is left out and answered `Fenced`; the others go on.
+/// Processes the batches of several partitions together (group commit):
+/// one statement checks every fence and reads what all their messages
+/// need, one writes every result. A fenced partition's batch is left out
+/// and answered `Fenced`; the others go on.
 pub async fn process_group(
     db: &DatabaseConnection,
     groups: &[(Fence, Vec<Item>)],
-    statement_timeout: std::time::Duration,
     cursors: &Cursors,
 ) -> Result<Vec<Result<Outcomes, BatchError>>, BatchError> {
-    let txn = db.begin().await?;
     let fences: Vec<&Fence> = groups.iter().map(|(f, _)| f).collect();
     let all: Vec<&Item> = groups.iter().flat_map(|(_, items)| items).collect();
-    let snapshot = read(&txn, &fences, statement_timeout, &all, cursors).await?;
+    let snapshot = read(db, &fences, &all, cursors).await?;
     let live = snapshot.live.clone();
+    let live_fences: Vec<&Fence> = fences
+        .into_iter()
+        .filter(|f| live.contains(&f.partition))
+        .collect();
     let items: Vec<&Item> = groups
         .iter()
         .filter(|(f, _)| live.contains(&f.partition))
         .flat_map(|(_, items)| items)
         .collect();
-    let (outcomes, advanced) = decide_and_write(&txn, &items, snapshot).await?;
-    txn.commit().await?;
+    let (outcomes, advanced) = decide_and_write(db, &live_fences, &items, snapshot).await?;
     cursors.0.lock().expect("cursors lock").extend(advanced);
     let mut outcomes = outcomes.into_iter();
     Ok(groups
@@ -172,10 +194,11 @@ pub async fn process_group(
         .collect())
 }
 
-/// Everything between the read and the commit.
-/// Returns the outcomes and, to apply once committed, the cards' new cursors.
+/// Everything after the read. Returns the outcomes and, to apply once
+/// written, the cards' new cursors.
 async fn decide_and_write(
-    txn: &DatabaseTransaction,
+    db: &DatabaseConnection,
+    fences: &[&Fence],
     items: &[&Item],
     snapshot: Snapshot,
 ) -> Result<(Outcomes, Vec<(Uuid, Cursor)>), BatchError> {
@@ -185,10 +208,11 @@ async fn decide_and_write(
     let Snapshot {
         stored,
         cards,
-        mut balances,
+        balances: read_balances,
         mut stock,
         ..
     } = snapshot;
+    let mut balances = read_balances.clone();
 
     // Decide in stream order.
     let mut outcomes: Vec<Option<ReplyOutcome>> = vec![None; items.len()];
@@ -226,7 +250,7 @@ async fn decide_and_write(
     }
 
     let now = Utc::now().trunc_subsecs(6);
-    write(txn, items, &decided, now).await?;
+    write(db, fences, items, &decided, &read_balances, now).await?;
 
     let mut views: HashMap<Uuid, PurchaseView> = HashMap::new();
     for d in &decided {
@@ -245,10 +269,10 @@ async fn decide_and_write(
         .filter(|id| !views.contains_key(id))
         .collect();
     if !earlier.is_empty() {
-        let mut codes = codes_of(txn, &earlier).await?;
+        let mut codes = codes_of(db, &earlier).await?;
         for prior in purchase::Entity::find()
             .filter(purchase::Column::Id.is_in(earlier))
-            .all(txn)
+            .all(db)
             .await?
         {
             let view = view_of(&prior, codes.remove(&prior.id).unwrap_or_default());
@@ -291,15 +315,13 @@ async fn decide_and_write(
 /// stale owner cannot commit anything once the new owner starts.
 pub async fn claim(db: &DatabaseConnection, fence: &Fence) -> Result<(), BatchError> {
     let sql = format!("WITH {FENCE} SELECT partition FROM fence");
-    let txn = db.begin().await?;
-    let rows = txn
+    let rows = db
         .query_all(Statement::from_sql_and_values(
             DbBackend::Postgres,
             sql,
-            fence_values(&[fence], None),
+            fence_values(&[fence]),
         ))
         .await?;
-    txn.commit().await?;
     if rows.is_empty() {
         Err(BatchError::Fenced {
             partition: fence.partition,
@@ -309,45 +331,39 @@ pub async fn claim(db: &DatabaseConnection, fence: &Fence) -> Result<(), BatchEr
     }
 }
 
-/// Records each fence's token ($1 partitions, $2 tokens, $3 owners) as its
-/// partition's owner unless a newer token is there; `fence` names the
-/// partitions whose fence holds. `$4` is the statement timeout for the rest
-/// of the transaction (a hung statement fails the attempt instead of holding
-/// the partition), set in the same round trip.
-const FENCE: &str = "cfg AS (SELECT set_config('statement_timeout', $4::text, true) AS ms), \
-     fence AS ( \
+/// Records each fence's token (`$1` partitions, `$2` tokens, `$3` owners)
+/// as its partition's owner unless a newer token is there; `fence` names
+/// the partitions whose fence holds. The row lock it takes makes a newer
+/// owner's claim wait for this statement, and this statement see the
+/// newer token if that claim came first.
+const FENCE: &str = "fence AS ( \
        INSERT INTO partition_fences (partition, token, owner, updated_at) \
-       SELECT v.p, v.t, v.o, now() FROM unnest($1::int4[], $2::int8[], $3::text[]) AS v(p, t, o), cfg ORDER BY v.p \
+       SELECT v.p, v.t, v.o, now() FROM unnest($1::int4[], $2::int8[], $3::text[]) AS v(p, t, o) ORDER BY v.p \
        ON CONFLICT (partition) DO UPDATE SET token = EXCLUDED.token, owner = EXCLUDED.owner, updated_at = now() \
        WHERE partition_fences.token <= EXCLUDED.token RETURNING partition)";
 
-fn fence_values(fences: &[&Fence], statement_timeout: Option<std::time::Duration>) -> Vec<Value> {
+fn fence_values(fences: &[&Fence]) -> Vec<Value> {
     let partitions: Vec<i32> = fences.iter().map(|f| i32::from(f.partition)).collect();
     let tokens: Vec<i64> = fences.iter().map(|f| f.token).collect();
     let owners: Vec<String> = fences.iter().map(|f| f.owner.clone()).collect();
-    let timeout = statement_timeout.map_or_else(|| "0".to_owned(), |t| t.as_millis().to_string());
-    vec![partitions.into(), tokens.into(), owners.into(), timeout.into()]
+    vec![partitions.into(), tokens.into(), owners.into()]
 }
 
-/// The batch's one read, after the fence (`$1`–`$4`): purchases already
-/// stored under its ids (`$5`), its cards (`$6`), its buyers' wallets,
-/// locked in a fixed order so that a user buying in two partitions at once
-/// waits briefly instead of overdrawing (`$7`), and each card's
-/// soonest-expiring available codes, as many as the batch could need,
-/// starting after the card's cursor while the card is unchanged since
-/// (`$8`–`$12`). One row of JSON arrays.
-static READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH {FENCE} SELECT \
-         (SELECT json_agg(partition)::text FROM fence) AS live, \
+/// The batch's one read: the partitions whose fence still holds (`$1`
+/// partitions, `$2` tokens; read only, the write checks it again),
+/// purchases already stored under its ids (`$3`), its cards (`$4`), its
+/// buyers' wallets (`$5`), and each card's soonest-expiring available
+/// codes, as many as the batch could need, starting after the card's cursor
+/// while the card is unchanged since (`$6`–`$10`). One row of JSON arrays.
+const READ: &str = "SELECT \
+         (SELECT json_agg(f.partition)::text FROM partition_fences f \
+            JOIN unnest($1::int4[], $2::int8[]) AS v(p, t) ON f.partition = v.p AND f.token = v.t) AS live, \
          (SELECT json_agg(json_build_array(p.id, p.status, p.request_hash))::text \
-            FROM purchases p WHERE p.id = ANY($5::uuid[])) AS stored, \
+            FROM purchases p WHERE p.id = ANY($3::uuid[])) AS stored, \
          (SELECT json_agg(json_build_array(g.id, g.price::text, g.active, g.updated_at::text))::text \
-            FROM gift_cards g WHERE g.id = ANY($6::uuid[])) AS cards, \
+            FROM gift_cards g WHERE g.id = ANY($4::uuid[])) AS cards, \
          (SELECT json_agg(json_build_array(w.user_id, w.balance::text))::text FROM ( \
-            SELECT user_id, balance FROM wallets \
-            WHERE user_id = ANY($7::text[]) AND EXISTS (SELECT 1 FROM fence) \
-            ORDER BY user_id FOR UPDATE) w) AS wallets, \
+            SELECT user_id, balance FROM wallets WHERE user_id = ANY($5::text[])) w) AS wallets, \
          (SELECT json_agg(json_build_array(n.card, c.id, c.code, c.sort_key::text) ORDER BY n.card, c.sort_key, c.id)::text \
             FROM ( \
               SELECT n.card, n.want, \
@@ -355,7 +371,7 @@ static READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                   THEN n.after_key::timestamptz ELSE '-infinity'::timestamptz END AS after_key, \
                 CASE WHEN g.updated_at = NULLIF(n.seen_at, '')::timestamptz \
                   THEN n.after_id ELSE '00000000-0000-0000-0000-000000000000'::uuid END AS after_id \
-              FROM unnest($8::uuid[], $9::int8[], $10::text[], $11::uuid[], $12::text[]) \
+              FROM unnest($6::uuid[], $7::int8[], $8::text[], $9::uuid[], $10::text[]) \
                 AS n(card, want, after_key, after_id, seen_at) \
               JOIN gift_cards g ON g.id = n.card AND g.active) n \
             CROSS JOIN LATERAL ( \
@@ -365,19 +381,17 @@ static READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                 AND (COALESCE(a.expires_on, 'infinity'::timestamptz), a.id) > (n.after_key, n.after_id) \
                 AND (a.expires_on IS NULL OR a.expires_on > now()) \
               ORDER BY COALESCE(a.expires_on, 'infinity'::timestamptz), a.id \
-              LIMIT n.want) c) AS codes"
-    )
-});
+              LIMIT n.want) c) AS codes";
 
 /// Checks the fences and reads everything the batch needs in one round trip.
 async fn read(
-    txn: &DatabaseTransaction,
+    db: &DatabaseConnection,
     fences: &[&Fence],
-    statement_timeout: std::time::Duration,
     items: &[&Item],
     cursors: &Cursors,
 ) -> Result<Snapshot, BatchError> {
-    let mut values = fence_values(fences, Some(statement_timeout));
+    let mut values = fence_values(fences);
+    values.pop(); // the owners: the read only checks tokens
     let ids: Vec<Uuid> = items.iter().map(|i| i.message.purchase_id).collect();
     let card_ids: Vec<Uuid> = unique(items.iter().map(|i| i.message.gift_card_id));
     let users: Vec<String> = unique(items.iter().map(|i| i.message.user_id.clone()));
@@ -410,10 +424,10 @@ async fn read(
         after.into(),
         seen_at.into(),
     ]);
-    let row = txn
+    let row = db
         .query_one(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            READ.as_str(),
+            READ,
             values,
         ))
         .await?
@@ -438,7 +452,15 @@ async fn read(
         .collect();
     let stored = column::<(Uuid, String, String)>(&row, "stored")?
         .into_iter()
-        .map(|(id, status, request_hash)| (id, StoredRow { status, request_hash }))
+        .map(|(id, status, request_hash)| {
+            (
+                id,
+                StoredRow {
+                    status,
+                    request_hash,
+                },
+            )
+        })
         .collect();
     let mut cards = HashMap::new();
     for (id, price, active, updated_at) in column::<(Uuid, String, bool, String)>(&row, "cards")? {
@@ -517,22 +539,27 @@ fn decide(
     }
 }
 
-/// The batch's one write: claims the decided codes (`$1`–`$2`), debits the
-/// wallets (`$3`–`$4`), records the ledger lines (`$5`–`$8`) and the
-/// purchases (`$9`–`$23`; empty strings stand for NULL, as arrays cannot
-/// carry it here), each a data-modifying CTE over arrays so that the text
-/// never changes and PostgreSQL plans it once per connection. A
-/// dead-lettered row being replayed is overwritten. Returns the number of
-/// codes claimed.
-const WRITE: &str = "WITH claimed AS ( \
+/// The batch's one write: renews the fences (`$24`–`$26`), claims the
+/// decided codes (`$1`–`$2`), debits the wallets whose balance is still
+/// what the read saw (`$3`, `$4`, `$27`, in user order so that two writers
+/// lock them alike), records the ledger lines (`$5`–`$8`) and the purchases
+/// (`$9`–`$23`; empty strings stand for NULL, as arrays cannot carry it
+/// here), each a data-modifying CTE over arrays so that the text never
+/// changes and PostgreSQL plans it once per connection. A dead-lettered row
+/// being replayed is overwritten. The guard undoes the whole statement
+/// unless every fence held, all `$28` codes were claimed and every wallet
+/// debited.
+static WRITE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH {} , claimed AS ( \
        UPDATE activation_codes a SET is_used = TRUE, purchase_id = v.pid \
        FROM unnest($1::uuid[], $2::uuid[]) AS v(id, pid) \
        WHERE a.id = v.id AND NOT a.is_used AND a.deleted_at IS NULL \
          AND (a.expires_on IS NULL OR a.expires_on > now()) RETURNING 1), \
      debited AS ( \
        UPDATE wallets w SET balance = w.balance - v.amount, updated_at = now() \
-       FROM unnest($3::text[], $4::numeric[]) AS v(user_id, amount) \
-       WHERE w.user_id = v.user_id RETURNING 1), \
+       FROM unnest($3::text[], $4::numeric[], $27::numeric[]) AS v(user_id, amount, expected) \
+       WHERE w.user_id = v.user_id AND w.balance = v.expected RETURNING 1), \
      ledger AS ( \
        INSERT INTO wallet_entries (id, user_id, kind, amount, purchase_id) \
        SELECT v.id, v.user_id, 'purchase', v.amount, v.purchase_id \
@@ -553,21 +580,30 @@ const WRITE: &str = "WITH claimed AS ( \
          stream_sequence = EXCLUDED.stream_sequence, partition = EXCLUDED.partition, \
          completed_at = EXCLUDED.completed_at \
        WHERE purchases.status = 'dead_lettered' RETURNING 1) \
-     SELECT (SELECT count(*) FROM claimed) AS n";
+     SELECT giftcard_batch_guard( \
+       (SELECT count(*) FROM fence) = cardinality($24::int4[]) \
+       AND (SELECT count(*) FROM claimed) = $28::int8 \
+       AND (SELECT count(*) FROM debited) = cardinality($3::text[])) AS ok",
+        FENCE.replace("$1::", "$24::").replace("$2::", "$25::").replace("$3::", "$26::")
+    )
+});
 
-/// Writes the batch in one statement ([`WRITE`]): all the decided codes are
-/// claimed, or it fails with `CodesChanged`.
+/// Writes the batch in one statement ([`WRITE`]): everything, or nothing
+/// and `Changed` if what the read saw no longer holds.
 async fn write(
-    txn: &DatabaseTransaction,
+    db: &DatabaseConnection,
+    fences: &[&Fence],
     items: &[&Item],
     decided: &[Decided],
+    read_balances: &HashMap<String, Decimal>,
     now: DateTime<Utc>,
 ) -> Result<(), BatchError> {
     if decided.is_empty() {
         return Ok(());
     }
     let (mut code_ids, mut claimants) = (Vec::new(), Vec::new());
-    let mut debits: HashMap<&str, Decimal> = HashMap::new();
+    // Sorted: concurrent writers lock wallets in the same order.
+    let mut debits: std::collections::BTreeMap<&str, Decimal> = Default::default();
     let (mut entry_ids, mut entry_users, mut entry_amounts, mut entry_purchases) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let n = decided.len();
@@ -582,7 +618,9 @@ async fn write(
         }
         if d.status == PurchaseStatus::Succeeded {
             let total = d.total.expect("succeeded has a total");
-            *debits.entry(m.user_id.as_str()).or_default() += total;
+            if total > Decimal::ZERO {
+                *debits.entry(m.user_id.as_str()).or_default() += total;
+            }
             entry_ids.push(Uuid::new_v4());
             entry_users.push(m.user_id.clone());
             entry_amounts.push(-total);
@@ -595,7 +633,8 @@ async fn write(
         p.unit_price.push(text(d.unit_price.map(|v| v.to_string())));
         p.total.push(text(d.total.map(|v| v.to_string())));
         p.status.push(d.status.as_str().to_owned());
-        p.error_code.push(text(d.failure.map(|f| f.as_str().to_owned())));
+        p.error_code
+            .push(text(d.failure.map(|f| f.as_str().to_owned())));
         p.error_message
             .push(text(d.failure.map(|f| f.message().to_owned())));
         p.idempotency_key.push(text(m.idempotency_key.clone()));
@@ -605,9 +644,15 @@ async fn write(
         p.created_at.push(m.accepted_at);
     }
     let claims = code_ids.len() as i64;
-    let (debit_users, debit_amounts): (Vec<String>, Vec<Decimal>) =
-        debits.into_iter().map(|(u, a)| (u.to_owned(), a)).unzip();
-    let values: Vec<Value> = vec![
+    let (mut debit_users, mut debit_amounts, mut expected) = (Vec::new(), Vec::new(), Vec::new());
+    for (user, amount) in debits {
+        // A debit implies the read found the wallet (balance >= total > 0).
+        let balance = read_balances.get(user).copied().unwrap_or(Decimal::ZERO);
+        debit_users.push(user.to_owned());
+        debit_amounts.push(amount);
+        expected.push(balance);
+    }
+    let mut values: Vec<Value> = vec![
         code_ids.into(),
         claimants.into(),
         debit_users.into(),
@@ -632,17 +677,14 @@ async fn write(
         p.created_at.into(),
         now.into(),
     ];
-    let row = txn
-        .query_one(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            WRITE,
-            values,
-        ))
-        .await?
-        .ok_or_else(|| DbErr::Custom("the batch write returned no row".into()))?;
-    if row.try_get::<i64>("", "n")? != claims {
-        return Err(BatchError::CodesChanged);
-    }
+    values.extend(fence_values(fences));
+    values.extend([expected.into(), claims.into()]);
+    db.execute(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        WRITE.as_str(),
+        values,
+    ))
+    .await?;
     Ok(())
 }
 
@@ -708,4 +750,3 @@ fn decided_view(item: &Item, d: &Decided, now: DateTime<Utc>) -> PurchaseView {
         completed_at: Some(now),
     }
 }
-

@@ -6,8 +6,6 @@
 //! partition. Each partition still submits its next batch only after the
 //! previous one is answered, so per-card order is unchanged.
 
-use std::time::Duration;
-
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,7 +27,7 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer; a group holds at most `max_items` messages.
-    pub fn start(db: DatabaseConnection, statement_timeout: Duration, max_items: usize) -> Self {
+    pub fn start(db: DatabaseConnection, max_items: usize) -> Self {
         let (tx, mut rx) = mpsc::channel::<Submission>(1024);
         let cursors = Arc::new(Cursors::default());
         tokio::spawn(async move {
@@ -46,7 +44,7 @@ impl Committer {
                     }
                 }
                 metrics::histogram!("giftcard_worker_group_partitions").record(group.len() as f64);
-                commit(&db, statement_timeout, &cursors, group).await;
+                commit(&db, &cursors, group).await;
             }
         });
         Self { tx }
@@ -77,17 +75,12 @@ impl Committer {
     }
 }
 
-async fn commit(
-    db: &DatabaseConnection,
-    timeout: Duration,
-    cursors: &Cursors,
-    group: Vec<Submission>,
-) {
+async fn commit(db: &DatabaseConnection, cursors: &Cursors, group: Vec<Submission>) {
     let groups: Vec<(Fence, Vec<Item>)> = group
         .iter()
         .map(|s| (s.fence.clone(), s.items.clone()))
         .collect();
-    match batch::process_group(db, &groups, timeout, cursors).await {
+    match batch::process_group(db, &groups, cursors).await {
         Ok(results) => {
             for (s, r) in group.into_iter().zip(results) {
                 let _ = s.reply.send(r);
@@ -97,7 +90,7 @@ async fn commit(
         // its own transaction so the others are not held back by it.
         Err(e) if group.len() > 1 && !e.is_connectivity() => {
             for s in group {
-                let r = batch::process(db, &s.fence, &s.items, timeout, cursors).await;
+                let r = batch::process(db, &s.fence, &s.items, cursors).await;
                 let _ = s.reply.send(r);
             }
         }

@@ -65,11 +65,10 @@ pub async fn run(
             .await
     });
 
-    let committer = committer::Committer::start(
-        db.clone(),
-        settings.statement_timeout,
-        settings.batch_size * 8,
-    );
+    let batch_db =
+        giftcard_shared::db::connect_for_batches(&settings.common, settings.statement_timeout)
+            .await?;
+    let committer = committer::Committer::start(batch_db, settings.batch_size * 8);
     let ctx = Arc::new(Ctx {
         dead_lettered: Default::default(),
         settings: settings.clone(),

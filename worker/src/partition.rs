@@ -209,6 +209,10 @@ async fn handle(
     exit
 }
 
+/// How many times in a row a batch may find its inputs changed before that
+/// counts as a failed attempt.
+const MAX_CHANGED_RETRIES: u32 = 50;
+
 async fn process_with_retries(
     ctx: &Ctx,
     fence: &Fence,
@@ -225,6 +229,7 @@ async fn process_with_retries(
         - 1;
     let mut attempt = prior_deliveries;
     let mut delay = ctx.settings.retry_base;
+    let mut changed = 0u32;
     loop {
         attempt += 1;
         let txn_started = Instant::now();
@@ -252,10 +257,23 @@ async fn process_with_retries(
                 }
                 return Some(Exit::Fenced);
             }
+            // Another writer moved what the batch read (a wallet credited,
+            // a code withdrawn): nothing was written and nothing is wrong
+            // with the messages. Read again at once; this does not count as
+            // a failed attempt unless it keeps happening.
+            Err(BatchError::Changed) if changed < MAX_CHANGED_RETRIES => {
+                changed += 1;
+                attempt -= 1;
+                metrics::counter!("giftcard_worker_batch_conflicts_total").increment(1);
+                tracing::debug!(
+                    partition = fence.partition,
+                    changed,
+                    "batch inputs changed; reading again"
+                );
+                tokio::time::sleep(Duration::from_millis(u64::from(changed.min(20)))).await;
+            }
             Err(e)
-                if good.len() > 1
-                    && !e.is_connectivity()
-                    && !matches!(e, BatchError::CodesChanged) =>
+                if good.len() > 1 && !e.is_connectivity() && !matches!(e, BatchError::Changed) =>
             {
                 // A statement failed: find the culprit by processing one by one.
                 tracing::warn!(partition = fence.partition, error = %e, "batch failed; retrying its messages one by one");

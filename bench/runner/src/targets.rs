@@ -194,7 +194,12 @@ impl Target {
         let worker = self.worker_ops.as_ref()?;
         let mut text = String::new();
         for (name, url) in [("api", &self.url), ("worker", worker)] {
-            let body = reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()?;
+            let body = reqwest::get(format!("{url}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
             let _ = std::fs::write(dir.join(format!("metrics-{name}.txt")), &body);
             text.push_str(&body);
         }

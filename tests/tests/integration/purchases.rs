@@ -336,3 +336,57 @@ async fn purchases_list_pages_newest_first() {
     assert_eq!(seen, ids);
     app.stop().await;
 }
+
+/// The batch's write re-checks the balances its read saw: credits landing
+/// in between make it undo itself and decide again, so no credit is lost
+/// and no wallet is debited twice or below zero.
+#[tokio::test]
+async fn credits_racing_batches_on_the_same_wallets_are_kept_and_debits_stay_exact() {
+    use giftcard_tests::load::{wait_all_terminal, Load};
+    use std::time::Duration;
+
+    fn conflicts() -> f64 {
+        giftcard_shared::telemetry::metrics_handle()
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("giftcard_worker_batch_conflicts_total "))
+            .map_or(0.0, |v| v.trim().parse().unwrap_or(0.0))
+    }
+
+    let app = TestApp::spawn_with(Options {
+        partitions: 4,
+        ..Options::default()
+    })
+    .await;
+    let cards = [
+        app.card_with_stock("1.00", 3000).await,
+        app.card_with_stock("1.00", 3000).await,
+    ];
+    let users: Vec<String> = (0..4).map(|i| format!("racer{i}")).collect();
+    for u in &users {
+        app.credit(u, "2.00").await;
+    }
+    let before = conflicts();
+    let load = Load::start(&app, &cards, &users, 8, 10);
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut credits = 0;
+    while tokio::time::Instant::now() < until {
+        for u in &users {
+            app.credit(u, "0.50").await;
+            credits += 1;
+        }
+    }
+    let outcome = load.stop().await;
+    let succeeded = wait_all_terminal(&app, &outcome.accepted, Duration::from_secs(30)).await;
+    assert!(succeeded > 0, "no purchase succeeded");
+    // Balances equal credits minus succeeded totals, never negative.
+    invariants::check(&app.db).await;
+    let raced = conflicts() - before;
+    assert!(
+        raced > 0.0,
+        "{credits} credits during {} purchases never landed between a batch's read and \
+         write, so the re-check was not exercised",
+        outcome.accepted.len()
+    );
+    app.stop().await;
+}

@@ -36,6 +36,9 @@ pub const MESSAGE_VERSION: u32 = 1;
 pub const HEADER_REPLY_TO: &str = "Giftcard-Reply-To";
 /// Header carrying the payload version (also inside the payload).
 pub const HEADER_VERSION: &str = "Giftcard-Version";
+/// W3C trace context of the purchase's trace (HTTP request → message →
+/// worker transaction → reply).
+pub const HEADER_TRACEPARENT: &str = "traceparent";
 /// Dead-letter headers.
 pub const HEADER_DLQ_REASON: &str = "Giftcard-Dlq-Reason";
 pub const HEADER_DLQ_ATTEMPTS: &str = "Giftcard-Dlq-Attempts";

@@ -21,11 +21,12 @@ use axum::{Json, Router};
 use chrono::{SubsecRound, Utc};
 use giftcard_shared::contract::{
     purchase_subject, AcceptedPurchase, PurchaseMessage, PurchaseReply, PurchaseView, ReplyOutcome,
-    HEADER_REPLY_TO, HEADER_VERSION, MESSAGE_VERSION,
+    HEADER_REPLY_TO, HEADER_TRACEPARENT, HEADER_VERSION, MESSAGE_VERSION,
 };
 use giftcard_shared::domain::{purchase_id_for, request_hash, PurchaseStatus, Quantity};
 use giftcard_shared::entities::purchase;
 use giftcard_shared::purchases::{codes_of, load, pending_view, view_of};
+use giftcard_shared::telemetry;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -81,6 +82,7 @@ pub async fn create_purchase(
     let key = idempotency_key(&headers)?;
     let wait = preferred_wait(&headers, state.settings.default_wait)?;
     let id = purchase_id_for(&caller.user, key.as_ref());
+    tracing::Span::current().record("purchase_id", tracing::field::display(id));
     let hash = request_hash(body.gift_card_id, body.quantity);
 
     let mut waiter = state.replies.register(id);
@@ -128,6 +130,11 @@ pub async fn create_purchase(
             pending_response(pending_view(&accepted))
         }
     };
+    tracing::debug!(
+        status = response.status().as_u16(),
+        sequence,
+        "purchase answered"
+    );
     metrics::counter!("giftcard_api_purchases_total", "status" => response.status().as_u16().to_string())
         .increment(1);
     metrics::histogram!("giftcard_api_purchase_seconds").record(started.elapsed().as_secs_f64());
@@ -148,6 +155,10 @@ async fn publish(state: &AppState, m: &PurchaseMessage) -> ApiResult<(u64, bool)
         state.replies.subject_for(m.purchase_id).as_str(),
     );
     headers.insert(HEADER_VERSION, MESSAGE_VERSION.to_string().as_str());
+    // The worker continues this request's trace.
+    if let Some(tp) = telemetry::traceparent(&tracing::Span::current()) {
+        headers.insert(HEADER_TRACEPARENT, tp.as_str());
+    }
     let payload = serde_json::to_vec(m).map_err(|e| ApiError::Internal(e.into()))?;
     let publish = Publish::build()
         .payload(payload.into())
@@ -219,8 +230,9 @@ async fn record_accepted(state: &AppState, a: &AcceptedPurchase) {
     }
 }
 
-/// Waits for the worker's reply. A retry of an earlier request (duplicate)
-/// may have missed the reply, so it also polls PostgreSQL.
+/// Waits for the worker's reply, at most `wait` and never past the api's
+/// shutdown. A retry of an earlier request (duplicate) may have missed the
+/// reply, so it also polls PostgreSQL.
 async fn wait_for_outcome(
     state: &AppState,
     waiter: &mut crate::replies::Waiter,
@@ -257,6 +269,13 @@ async fn wait_for_outcome(
         r = waiter.recv() => r.map(|r| r.outcome),
         r = polling => Some(r.outcome),
         _ = tokio::time::sleep_until(deadline) => None,
+        _ = state.shutdown.cancelled() => {
+            // Shutting down: answer 202 now rather than hold the drain;
+            // the purchase is queued and the client polls its Location.
+            tracing::info!("shutting down; answering 202 before the outcome");
+            metrics::counter!(crate::telemetry::SHUTDOWN_ANSWERED).increment(1);
+            None
+        }
     }
 }
 

@@ -470,3 +470,76 @@ async fn a_rolling_restart_of_apis_and_workers_under_load_loses_and_duplicates_n
     app.assert_no_lock_waits();
     app.stop().await;
 }
+
+/// A stand-in OTLP/HTTP collector: keeps the body of every
+/// `POST /v1/traces` (protobuf `ExportTraceServiceRequest`).
+async fn fake_collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use std::sync::{Arc, Mutex};
+    let bodies: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let kept = bodies.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                kept.lock().unwrap().push(body.to_vec());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, bodies)
+}
+
+#[tokio::test]
+async fn with_an_otlp_endpoint_both_processes_export_the_purchase_trace() {
+    let app = TestApp::spawn_with(no_worker()).await;
+    let (collector, bodies) = fake_collector().await;
+    let otlp = [("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str())];
+    let mut api = ApiProcess::spawn_api(API.as_ref(), &app, "otlp-api", &otlp);
+    let mut worker = WorkerProcess::spawn_worker(WORKER.as_ref(), &app, "otlp-w", &otlp);
+    api.wait_ready(&app.http).await;
+    worker.wait_ready(&app.http).await;
+    wait_balanced(&app, &["otlp-w"], Duration::from_secs(15)).await;
+    let card = app.card_with_stock("1.00", 1).await;
+    app.credit("otto", "1.00").await;
+
+    // The client starts the trace.
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let resp = app
+        .http
+        .post(format!("{}/v1/purchases", api.url))
+        .bearer_auth(app.token("otto"))
+        .header("traceparent", &traceparent)
+        .header("Prefer", "wait=10")
+        .json(&json!({"gift_card_id": card, "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+
+    // Exported spans are flushed at exit at the latest.
+    api.terminate(Duration::from_secs(15)).await;
+    worker.terminate(Duration::from_secs(15)).await;
+    let raw = hex::decode(&trace_id).unwrap();
+    let bodies = bodies.lock().unwrap().clone();
+    let with_trace: Vec<&Vec<u8>> = bodies
+        .iter()
+        .filter(|b| b.windows(raw.len()).any(|w| w == raw.as_slice()))
+        .collect();
+    let has = |service: &[u8]| {
+        with_trace
+            .iter()
+            .any(|b| b.windows(service.len()).any(|w| w == service))
+    };
+    assert!(
+        has(b"giftcard-api") && has(b"giftcard-worker"),
+        "the client's trace {trace_id} was not exported by both processes ({} export requests, {} with the trace)",
+        bodies.len(),
+        with_trace.len()
+    );
+    app.stop().await;
+}

@@ -423,8 +423,25 @@ async fn a_rolling_restart_of_apis_and_workers_under_load_loses_and_duplicates_n
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // One at a time: SIGTERM, wait for the exit, start again, wait ready.
-    for w in workers.iter_mut() {
+    let lease_ttl = app.worker_settings().lease_ttl;
+    for i in 0..workers.len() {
+        let other = workers[1 - i].id.clone();
+        let w = &mut workers[i];
         w.terminate(Duration::from_secs(20)).await;
+        // It handed its partitions over: the other worker owns them all
+        // sooner than expired leases could be taken (TTL + a renewal).
+        let took = wait_balanced(&app, &[other.as_str()], Duration::from_secs(15)).await;
+        assert!(
+            took < lease_ttl,
+            "{}'s partitions were re-owned after {took:?}, not handed over on SIGTERM",
+            w.id
+        );
+        let log = w.output();
+        assert!(
+            log.contains("releasing partitions") && log.contains("worker stopped"),
+            "{} did not stop cleanly: {log}",
+            w.id
+        );
         w.restart();
         w.wait_ready(&http).await;
         wait_balanced(&app, &["roll-w1", "roll-w2"], Duration::from_secs(15)).await;

@@ -14,7 +14,7 @@ use futures::{FutureExt, StreamExt};
 use giftcard_shared::config::WorkerSettings;
 use giftcard_shared::contract::{
     card_of_subject, PurchaseMessage, PurchaseReply, ReplyOutcome, HEADER_REPLY_TO,
-    HEADER_TRACEPARENT, MESSAGE_VERSION,
+    HEADER_REQUEST_ID, HEADER_TRACEPARENT, MESSAGE_VERSION,
 };
 use giftcard_shared::domain::UserId;
 use giftcard_shared::telemetry;
@@ -62,6 +62,7 @@ impl Pulled {
             sequence,
             delivered,
             purchase_id = tracing::field::Empty,
+            request_id = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
         let header = |name: &str| {
@@ -70,6 +71,9 @@ impl Pulled {
                 .and_then(|h| h.get(name))
                 .map(|v| v.as_str())
         };
+        if let Some(id) = header(HEADER_REQUEST_ID) {
+            span.record("request_id", id);
+        }
         telemetry::continue_trace(&span, header(HEADER_TRACEPARENT), header("tracestate"));
         Some(Pulled {
             msg,
@@ -256,7 +260,7 @@ async fn process_with_retries(
     loop {
         attempt += 1;
         // The batch's transaction, as a span in each of its purchases' traces.
-        let _txn_spans: Vec<tracing::Span> = good
+        let txn_spans: Vec<tracing::Span> = good
             .iter()
             .map(|(p, _)| tracing::info_span!(parent: &p.span, "transaction", attempt, batch = good.len()))
             .collect();
@@ -269,6 +273,7 @@ async fn process_with_retries(
         .await;
         metrics::histogram!("giftcard_worker_transaction_seconds")
             .record(txn_started.elapsed().as_secs_f64());
+        drop(txn_spans);
         match result {
             Ok(outcomes) => {
                 finish(ctx, good, outcomes).await;

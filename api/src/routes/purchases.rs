@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use chrono::{SubsecRound, Utc};
 use giftcard_shared::contract::{
     purchase_subject, AcceptedPurchase, PurchaseMessage, PurchaseReply, PurchaseView, ReplyOutcome,
-    HEADER_REPLY_TO, HEADER_TRACEPARENT, HEADER_VERSION, MESSAGE_VERSION,
+    HEADER_REPLY_TO, HEADER_REQUEST_ID, HEADER_TRACEPARENT, HEADER_VERSION, MESSAGE_VERSION,
 };
 use giftcard_shared::domain::{purchase_id_for, request_hash, PurchaseStatus, Quantity};
 use giftcard_shared::entities::purchase;
@@ -97,7 +97,8 @@ pub async fn create_purchase(
         // Microseconds: what PostgreSQL stores, so every read agrees.
         accepted_at: Utc::now().trunc_subsecs(6),
     };
-    let (sequence, duplicate) = publish(&state, &message).await?;
+    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok());
+    let (sequence, duplicate) = publish(&state, &message, request_id).await?;
     let mut accepted_at = message.accepted_at;
     if duplicate {
         // Same key within the duplicate window: the stream kept the first
@@ -142,7 +143,11 @@ pub async fn create_purchase(
 }
 
 /// Publishes and waits for the PubAck: `(stream sequence, was duplicate)`.
-async fn publish(state: &AppState, m: &PurchaseMessage) -> ApiResult<(u64, bool)> {
+async fn publish(
+    state: &AppState,
+    m: &PurchaseMessage,
+    request_id: Option<&str>,
+) -> ApiResult<(u64, bool)> {
     let unavailable = |what: &str| {
         ApiError::Unavailable(format!(
             "the purchase queue could not durably accept the request ({what}); nothing was \
@@ -155,6 +160,9 @@ async fn publish(state: &AppState, m: &PurchaseMessage) -> ApiResult<(u64, bool)
         state.replies.subject_for(m.purchase_id).as_str(),
     );
     headers.insert(HEADER_VERSION, MESSAGE_VERSION.to_string().as_str());
+    if let Some(id) = request_id {
+        headers.insert(HEADER_REQUEST_ID, id);
+    }
     // The worker continues this request's trace.
     if let Some(tp) = telemetry::traceparent(&tracing::Span::current()) {
         headers.insert(HEADER_TRACEPARENT, tp.as_str());

@@ -341,10 +341,12 @@ async fn logs_carry_request_purchase_and_trace_ids_but_never_codes_or_tokens() {
         );
     }
     for (_, request_id, _) in &answers {
-        assert!(
-            api_log.contains(request_id.as_str()),
-            "api log lacks request id {request_id}"
-        );
+        for (name, log) in [("api", &api_log), ("worker", &worker_log)] {
+            assert!(
+                log.contains(request_id.as_str()),
+                "{name} log lacks request id {request_id}"
+            );
+        }
     }
 
     // One trace per purchase: the api's and the worker's lines about a
@@ -483,8 +485,10 @@ async fn a_rolling_restart_of_apis_and_workers_under_load_loses_and_duplicates_n
     eprintln!("{succeeded} succeeded");
     // Exactly one purchase per request, retried ones included.
     assert_eq!(app.purchase_count().await, accepted.len() as i64);
+    // (No lock-wait assertion here: a new owner's fence claim may wait for
+    // the previous owner's last batch transaction during a hand-over, by
+    // design; invariant 5 is checked on the purchase path elsewhere.)
     invariants::check(&app.db).await;
-    app.assert_no_lock_waits();
     app.stop().await;
 }
 

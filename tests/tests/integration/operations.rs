@@ -551,16 +551,29 @@ async fn with_an_otlp_endpoint_both_processes_export_the_purchase_trace() {
         .iter()
         .filter(|b| b.windows(raw.len()).any(|w| w == raw.as_slice()))
         .collect();
-    let has = |service: &[u8]| {
+    let contains = |b: &[u8], s: &[u8]| b.windows(s.len()).any(|w| w == s);
+    let from = |service: &[u8]| -> Vec<&Vec<u8>> {
         with_trace
             .iter()
-            .any(|b| b.windows(service.len()).any(|w| w == service))
+            .copied()
+            .filter(|b| contains(b, service))
+            .collect()
     };
+    let (api_spans, worker_spans) = (from(b"giftcard-api"), from(b"giftcard-worker"));
     assert!(
-        has(b"giftcard-api") && has(b"giftcard-worker"),
+        !api_spans.is_empty() && !worker_spans.is_empty(),
         "the client's trace {trace_id} was not exported by both processes ({} export requests, {} with the trace)",
         bodies.len(),
         with_trace.len()
     );
+    // The api's request span; the worker's message, transaction and reply spans.
+    assert!(api_spans.iter().any(|b| contains(b, b"http")));
+    for name in [&b"purchase"[..], b"transaction", b"reply"] {
+        assert!(
+            worker_spans.iter().any(|b| contains(b, name)),
+            "the worker exported no {} span in the trace",
+            String::from_utf8_lossy(name)
+        );
+    }
     app.stop().await;
 }

@@ -4,7 +4,8 @@
 # free ports; this script makes sure the binaries are there).
 #
 #   ./scripts/test.sh                     all tests
-#   ./scripts/test.sh --lint              cargo fmt --check and clippy first
+#   ./scripts/test.sh --lint              cargo fmt --check, clippy and
+#                                         ./scripts/check-deploy.sh first
 #                                         (always done when CI is set)
 #   ./scripts/test.sh --no-fail-fast      extra arguments go to `cargo test`
 #   ./scripts/test.sh -- some_test_name   arguments after `--` go to the
@@ -81,6 +82,9 @@ if ((lint)); then
   info "cargo clippy --workspace --all-targets --locked -- -D warnings"
   cargo clippy --workspace --all-targets --locked -- -D warnings ||
     die "clippy found problems (above): fix them, then re-run"
+  info "./scripts/check-deploy.sh"
+  "$GIFTCARD_REPO/scripts/check-deploy.sh" ||
+    die "the deployment files are invalid (above): fix them, then re-run ./scripts/check-deploy.sh"
 fi
 
 threads="${GIFTCARD_TEST_THREADS:-2}"

@@ -8,6 +8,7 @@
 //! - [`error`]: the error type and its mapping to the contract's body.
 //! - [`extract`]: extractors answering bad input with a 4xx.
 //! - [`replies`]: routes worker replies to waiting requests.
+//! - [`telemetry`]: metric names and help lines.
 
 pub mod cursor;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod extract;
 pub mod replies;
 pub mod routes;
 pub mod state;
+pub mod telemetry;
 
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::Router;
 use giftcard_shared::config::ApiSettings;
-use giftcard_shared::telemetry;
+use giftcard_shared::telemetry as shared_telemetry;
 use giftcard_shared::topology::{self, TopologyOptions};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
@@ -39,8 +41,26 @@ use crate::state::{AppState, Inner};
 /// Largest JSON body accepted outside code imports.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// Runs the api on `listener` until `shutdown` is cancelled, then drains
-/// in-flight requests (each ends within its wait: answered or 202).
+/// What the `giftcard-api` binary does: loads the configuration from the
+/// environment, binds, connects, and [`run`]s until SIGTERM or Ctrl-C.
+pub async fn run_from_env() -> anyhow::Result<()> {
+    let settings = ApiSettings::from_env()?;
+    tracing::info!(?settings, "configuration");
+    let s = giftcard_shared::process::start(
+        "giftcard-api",
+        &settings.common,
+        settings.listen,
+        "GIFTCARD_API_LISTEN",
+        false,
+    )
+    .await?;
+    run(settings, s.listener, s.db, s.nats, s.shutdown).await
+}
+
+/// Runs the api on `listener` until `shutdown` is cancelled, then stops
+/// accepting connections and drains in-flight requests: purchases still
+/// waiting for their outcome are answered 202 (with their `Location`) at
+/// once, everything else finishes.
 pub async fn run(
     settings: ApiSettings,
     listener: TcpListener,
@@ -48,6 +68,8 @@ pub async fn run(
     nats: async_nats::Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let _ = shared_telemetry::metrics_handle();
+    telemetry::describe();
     let js = async_nats::jetstream::new(nats.clone());
     let opts = TopologyOptions::new(settings.common.partitions, settings.common.stream_replicas);
     let topology = topology::ensure(&js, &opts).await?;
@@ -58,8 +80,9 @@ pub async fn run(
         nats,
         topology,
         replies,
-        metrics: telemetry::metrics_handle(),
+        metrics: shared_telemetry::metrics_handle(),
         db_up: AtomicBool::new(true),
+        shutdown: shutdown.clone(),
     });
     state.spawn_db_probe(shutdown.clone());
     tracing::info!(addr = %listener.local_addr()?, "api listening");
@@ -93,7 +116,11 @@ pub fn app(state: AppState) -> Router {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 // The path only: no query string, never a header (tokens).
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = id)
+                let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(),
+                    request_id = id, trace_id = tracing::field::Empty, purchase_id = tracing::field::Empty);
+                let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+                shared_telemetry::continue_trace(&span, header("traceparent"), header("tracestate"));
+                span
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

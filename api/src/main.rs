@@ -1,22 +1,6 @@
-//! `giftcard-api`: loads configuration, starts telemetry, calls [`giftcard_api::run`].
-
-use giftcard_shared::config::ApiSettings;
-use giftcard_shared::process;
+//! `giftcard-api`: starts telemetry and calls [`giftcard_api::run_from_env`].
 
 #[tokio::main]
 async fn main() {
-    process::main("giftcard-api", async {
-        let settings = ApiSettings::from_env()?;
-        tracing::info!(?settings, "configuration");
-        let s = process::start(
-            "giftcard-api",
-            &settings.common,
-            settings.listen,
-            "GIFTCARD_API_LISTEN",
-            false,
-        )
-        .await?;
-        giftcard_api::run(settings, s.listener, s.db, s.nats, s.shutdown).await
-    })
-    .await;
+    giftcard_shared::process::main("giftcard-api", giftcard_api::run_from_env()).await;
 }

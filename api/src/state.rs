@@ -25,6 +25,8 @@ pub struct Inner {
     /// Last known PostgreSQL reachability (probed in the background), so
     /// the purchase path never waits on a database that is down.
     pub db_up: AtomicBool,
+    /// Cancelled on SIGTERM: waiting purchase requests answer 202 at once.
+    pub shutdown: CancellationToken,
 }
 
 impl std::ops::Deref for AppState {

@@ -36,6 +36,12 @@ pub const MESSAGE_VERSION: u32 = 1;
 pub const HEADER_REPLY_TO: &str = "Giftcard-Reply-To";
 /// Header carrying the payload version (also inside the payload).
 pub const HEADER_VERSION: &str = "Giftcard-Version";
+/// The `X-Request-Id` of the HTTP request that published the message (for
+/// the worker's logs).
+pub const HEADER_REQUEST_ID: &str = "Giftcard-Request-Id";
+/// W3C trace context of the purchase's trace (HTTP request → message →
+/// worker transaction → reply).
+pub const HEADER_TRACEPARENT: &str = "traceparent";
 /// Dead-letter headers.
 pub const HEADER_DLQ_REASON: &str = "Giftcard-Dlq-Reason";
 pub const HEADER_DLQ_ATTEMPTS: &str = "Giftcard-Dlq-Attempts";

@@ -72,7 +72,9 @@ pub async fn start(
 /// on stderr and exits with code 1.
 pub async fn main<F: Future<Output = anyhow::Result<()>>>(service: &str, body: F) {
     telemetry::init_tracing(service);
-    if let Err(e) = body.await {
+    let result = body.await;
+    telemetry::shutdown_tracing();
+    if let Err(e) = result {
         tracing::error!(error = format!("{e:#}"), "{service} failed");
         eprintln!("{service}: {e:#}");
         std::process::exit(1);

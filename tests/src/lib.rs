@@ -432,6 +432,32 @@ impl TestApp {
         panic!("purchase {id} still pending after 30 s");
     }
 
+    /// Messages in the purchase stream (accepted purchases, published).
+    pub async fn nats_purchases(&self) -> u64 {
+        let js = async_nats::jetstream::new(self.nats_client().await);
+        match js
+            .get_stream(giftcard_shared::contract::PURCHASES_STREAM)
+            .await
+        {
+            Ok(mut s) => s.info().await.map_or(0, |i| i.state.messages),
+            Err(_) => 0,
+        }
+    }
+
+    /// Rows in `purchases` (each decided purchase once).
+    pub async fn purchase_count(&self) -> i64 {
+        let row = self
+            .db
+            .query_one(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT count(*) AS n FROM purchases".to_owned(),
+            ))
+            .await
+            .expect("count purchases")
+            .expect("one row");
+        row.try_get::<i64>("", "n").expect("count")
+    }
+
     pub async fn balance(&self, user: &str) -> String {
         let (s, _, b) = self
             .call(

@@ -28,6 +28,8 @@ pub struct Outcome {
     pub accepted: Vec<Accepted>,
     /// Answers other than 201/202/404/409 (e.g. 503), and transport errors.
     pub other: Vec<String>,
+    /// Requests sent again to another api after no answer or a 503.
+    pub failovers: usize,
 }
 
 pub struct Load {
@@ -46,52 +48,90 @@ impl Load {
         clients: usize,
         wait: u32,
     ) -> Self {
+        Self::start_on(
+            app,
+            std::slice::from_ref(&app.api_url),
+            false,
+            cards,
+            users,
+            clients,
+            wait,
+        )
+    }
+
+    /// Like [`Load::start`], spread over several apis as a load balancer
+    /// would: client `i` starts on `apis[i % n]`; with `failover`, a request
+    /// that gets no answer (connection refused or cut) or a 503 is sent
+    /// again, with the same idempotency key, to the next api, until it is
+    /// answered (at most 200 tries, 25 ms apart).
+    pub fn start_on(
+        app: &TestApp,
+        apis: &[String],
+        failover: bool,
+        cards: &[Uuid],
+        users: &[String],
+        clients: usize,
+        wait: u32,
+    ) -> Self {
         let stop = CancellationToken::new();
         let counter = Arc::new(AtomicU64::new(0));
         let tokens: Arc<Vec<(String, String)>> =
             Arc::new(users.iter().map(|u| (u.clone(), app.token(u))).collect());
         let cards = Arc::new(cards.to_vec());
+        let urls: Arc<Vec<String>> =
+            Arc::new(apis.iter().map(|a| format!("{a}/v1/purchases")).collect());
         let tasks = (0..clients)
-            .map(|_| {
-                let (http, url, stop) = (
-                    app.http.clone(),
-                    format!("{}/v1/purchases", app.api_url),
-                    stop.clone(),
-                );
-                let (tokens, cards, counter) = (tokens.clone(), cards.clone(), counter.clone());
+            .map(|client| {
+                let (http, stop) = (app.http.clone(), stop.clone());
+                let (tokens, cards, counter, urls) =
+                    (tokens.clone(), cards.clone(), counter.clone(), urls.clone());
                 tokio::spawn(async move {
                     let mut out = Outcome::default();
+                    let mut api = client % urls.len();
                     while !stop.is_cancelled() {
                         let n = counter.fetch_add(1, Ordering::Relaxed) as usize;
                         let (user, token) = &tokens[n % tokens.len()];
                         let card = cards[(n / tokens.len() + n) % cards.len()];
+                        let key = Uuid::new_v4().to_string();
                         let sent = std::time::Instant::now();
-                        let resp = http
-                            .post(&url)
-                            .bearer_auth(token)
-                            .header("Idempotency-Key", Uuid::new_v4().to_string())
-                            .header("Prefer", format!("wait={wait}"))
-                            .json(&json!({"gift_card_id": card, "quantity": 1}))
-                            .send()
-                            .await;
-                        match resp {
-                            Ok(r) => {
-                                let status = r.status().as_u16();
-                                let latency = sent.elapsed();
-                                let body: serde_json::Value = r.json().await.unwrap_or_default();
-                                if matches!(status, 201 | 202 | 404 | 409) {
-                                    let id = body["id"].as_str().unwrap_or_default().to_owned();
-                                    out.accepted.push(Accepted {
-                                        user: user.clone(),
-                                        id,
-                                        status,
-                                        latency,
-                                    });
-                                } else {
-                                    out.other.push(format!("{status}: {body}"));
+                        for attempt in 0.. {
+                            let resp = http
+                                .post(&urls[api])
+                                .bearer_auth(token)
+                                .header("Idempotency-Key", &key)
+                                .header("Prefer", format!("wait={wait}"))
+                                .json(&json!({"gift_card_id": card, "quantity": 1}))
+                                .send()
+                                .await;
+                            let failure = match resp {
+                                Ok(r) => {
+                                    let status = r.status().as_u16();
+                                    let latency = sent.elapsed();
+                                    let body: serde_json::Value =
+                                        r.json().await.unwrap_or_default();
+                                    if matches!(status, 201 | 202 | 404 | 409) {
+                                        let id = body["id"].as_str().unwrap_or_default().to_owned();
+                                        out.accepted.push(Accepted {
+                                            user: user.clone(),
+                                            id,
+                                            status,
+                                            latency,
+                                        });
+                                        break;
+                                    }
+                                    format!("{status}: {body}")
                                 }
+                                Err(e) => format!("transport: {e}"),
+                            };
+                            let retriable =
+                                failure.starts_with("transport") || failure.starts_with("503");
+                            if !(failover && retriable && attempt < 200) {
+                                out.other.push(failure);
+                                break;
                             }
-                            Err(e) => out.other.push(format!("transport: {e}")),
+                            out.failovers += 1;
+                            api = (api + 1) % urls.len();
+                            tokio::time::sleep(Duration::from_millis(25)).await;
                         }
                     }
                     out
@@ -108,6 +148,7 @@ impl Load {
             let o = t.await.expect("load task");
             all.accepted.extend(o.accepted);
             all.other.extend(o.other);
+            all.failovers += o.failovers;
         }
         all
     }

@@ -11,56 +11,149 @@ use giftcard_shared::contract::{partition_of_lease_key, LeaseValue, LEASES_BUCKE
 use crate::servers::{free_port, Guarded};
 use crate::TestApp;
 
-/// One worker process under a guardian (stopped with SIGINT, then SIGKILL,
-/// when dropped).
-pub struct WorkerProcess {
+/// A real `giftcard-api` or `giftcard-worker` process under a guardian
+/// (stopped with SIGINT, then SIGKILL, when dropped); its stdout and stderr
+/// go to `log`.
+pub struct ServiceProcess {
     pub id: String,
-    pub ops_url: String,
+    /// Base URL of its HTTP listener (the api, or the worker's ops endpoints).
+    pub url: String,
     pub log: std::path::PathBuf,
+    binary: std::path::PathBuf,
+    env: Vec<(String, String)>,
+    previous_logs: Vec<String>,
     process: Option<Guarded>,
 }
 
-impl WorkerProcess {
-    /// Starts `binary` (the `giftcard-worker` executable) against `app`'s
-    /// NATS and database, with short leases for quick tests.
-    pub fn spawn(binary: &Path, app: &TestApp, id: &str) -> Self {
-        let port = free_port();
-        let log_dir = std::env::temp_dir().join("giftcard-test-logs");
-        std::fs::create_dir_all(&log_dir).expect("log dir");
-        let log = log_dir.join(format!("{}-{id}.log", app.db_name));
-        let s = app.worker_settings();
-        let env: Vec<(String, String)> = [
-            ("DATABASE_URL", app.db_url.clone()),
-            ("NATS_URL", app.nats.url()),
-            ("GIFTCARD_PARTITIONS", app.options.partitions.to_string()),
-            ("GIFTCARD_WORKER_LISTEN", format!("127.0.0.1:{port}")),
-            ("GIFTCARD_WORKER_ID", id.to_owned()),
-            ("GIFTCARD_LEASE_TTL_MS", s.lease_ttl.as_millis().to_string()),
-            (
-                "GIFTCARD_LEASE_RENEW_MS",
-                s.lease_renew.as_millis().to_string(),
-            ),
-            ("GIFTCARD_ACK_WAIT_SECS", s.ack_wait.as_secs().to_string()),
-            ("GIFTCARD_BATCH_SIZE", s.batch_size.to_string()),
-            ("GIFTCARD_MAX_ATTEMPTS", s.max_attempts.to_string()),
-            (
-                "GIFTCARD_RETRY_BASE_MS",
-                s.retry_base.as_millis().to_string(),
-            ),
-            ("GIFTCARD_RETRY_MAX_MS", s.retry_max.as_millis().to_string()),
-            ("GIFTCARD_DB_MAX_CONNECTIONS", "8".to_owned()),
-            ("RUST_LOG", "info,async_nats=warn".to_owned()),
-        ]
+/// A worker process (its ops endpoints at `ops_url`).
+pub type WorkerProcess = ServiceProcess;
+/// An api process (its HTTP api at `url`).
+pub type ApiProcess = ServiceProcess;
+
+fn log_path(app: &TestApp, id: &str) -> std::path::PathBuf {
+    let log_dir = std::env::temp_dir().join("giftcard-test-logs");
+    std::fs::create_dir_all(&log_dir).expect("log dir");
+    log_dir.join(format!("{}-{id}.log", app.db_name))
+}
+
+fn merge(base: Vec<(&str, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = base
         .into_iter()
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    env
+}
+
+impl ServiceProcess {
+    /// Starts `binary` (a `giftcard-worker` executable) against `app`'s
+    /// NATS and database, with short leases for quick tests.
+    pub fn spawn(binary: &Path, app: &TestApp, id: &str) -> Self {
+        Self::spawn_worker(binary, app, id, &[])
+    }
+
+    /// Like [`ServiceProcess::spawn`], with extra (or overriding) environment.
+    pub fn spawn_worker(binary: &Path, app: &TestApp, id: &str, extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let s = app.worker_settings();
+        let env = merge(
+            vec![
+                ("DATABASE_URL", app.db_url.clone()),
+                ("NATS_URL", app.nats.url()),
+                ("GIFTCARD_PARTITIONS", app.options.partitions.to_string()),
+                ("GIFTCARD_WORKER_LISTEN", format!("127.0.0.1:{port}")),
+                ("GIFTCARD_WORKER_ID", id.to_owned()),
+                ("GIFTCARD_LEASE_TTL_MS", s.lease_ttl.as_millis().to_string()),
+                (
+                    "GIFTCARD_LEASE_RENEW_MS",
+                    s.lease_renew.as_millis().to_string(),
+                ),
+                ("GIFTCARD_ACK_WAIT_SECS", s.ack_wait.as_secs().to_string()),
+                ("GIFTCARD_BATCH_SIZE", s.batch_size.to_string()),
+                ("GIFTCARD_MAX_ATTEMPTS", s.max_attempts.to_string()),
+                (
+                    "GIFTCARD_RETRY_BASE_MS",
+                    s.retry_base.as_millis().to_string(),
+                ),
+                ("GIFTCARD_RETRY_MAX_MS", s.retry_max.as_millis().to_string()),
+                ("GIFTCARD_DB_MAX_CONNECTIONS", "8".to_owned()),
+                ("RUST_LOG", "info,async_nats=warn".to_owned()),
+            ],
+            extra,
+        );
+        Self::start(binary, app, id, port, env)
+    }
+
+    /// Starts an api process (`binary`, a `giftcard-api` executable)
+    /// against `app`'s NATS and database, with the test JWT secret.
+    pub fn spawn_api(binary: &Path, app: &TestApp, id: &str, extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let env = merge(
+            vec![
+                ("DATABASE_URL", app.db_url.clone()),
+                ("NATS_URL", app.nats.url()),
+                ("GIFTCARD_PARTITIONS", app.options.partitions.to_string()),
+                ("GIFTCARD_API_LISTEN", format!("127.0.0.1:{port}")),
+                ("GIFTCARD_JWT_SECRET", crate::SECRET.to_owned()),
+                ("GIFTCARD_DB_MAX_CONNECTIONS", "8".to_owned()),
+                ("RUST_LOG", "info,async_nats=warn".to_owned()),
+            ],
+            extra,
+        );
+        Self::start(binary, app, id, port, env)
+    }
+
+    fn start(
+        binary: &Path,
+        app: &TestApp,
+        id: &str,
+        port: u16,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        let log = log_path(app, id);
         let process = Guarded::spawn_with_env(binary, &[], None, &log, &env);
         Self {
             id: id.to_owned(),
-            ops_url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://127.0.0.1:{port}"),
             log,
+            binary: binary.to_path_buf(),
+            env,
+            previous_logs: Vec::new(),
             process: Some(process),
         }
+    }
+
+    /// The worker's ops base URL (same as `url`).
+    pub fn ops_url(&self) -> &str {
+        &self.url
+    }
+
+    /// Starts the process again (after it exited or was killed) with the
+    /// same configuration and port; the earlier runs' logs are kept.
+    pub fn restart(&mut self) {
+        assert!(!self.alive(), "{} is still running", self.id);
+        self.process = None;
+        self.previous_logs
+            .push(std::fs::read_to_string(&self.log).unwrap_or_default());
+        self.process = Some(Guarded::spawn_with_env(
+            &self.binary,
+            &[],
+            None,
+            &self.log,
+            &self.env,
+        ));
+    }
+
+    /// Everything the process wrote to stdout and stderr, every run.
+    pub fn output(&self) -> String {
+        let mut text = self.previous_logs.concat();
+        text.push_str(&std::fs::read_to_string(&self.log).unwrap_or_default());
+        text
     }
 
     pub fn pid(&self) -> u32 {
@@ -88,11 +181,16 @@ impl WorkerProcess {
     /// SIGTERM, then waits up to `within` for a clean exit.
     pub async fn terminate(&mut self, within: Duration) {
         self.signal("TERM");
+        self.wait_exit(within).await;
+    }
+
+    /// Waits up to `within` for the process to exit (panics otherwise).
+    pub async fn wait_exit(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
         while self.alive() {
             assert!(
                 Instant::now() < deadline,
-                "worker {} did not exit within {within:?} of SIGTERM; log: {}",
+                "{} did not exit within {within:?}; log: {}",
                 self.id,
                 self.log.display()
             );
@@ -101,9 +199,9 @@ impl WorkerProcess {
         self.process = None;
     }
 
-    /// The sum of a metric's samples on this worker's `/metrics`.
+    /// The sum of a metric's samples on this process's `/metrics`.
     pub async fn metric(&self, http: &reqwest::Client, name: &str) -> f64 {
-        let Ok(resp) = http.get(format!("{}/metrics", self.ops_url)).send().await else {
+        let Ok(resp) = http.get(format!("{}/metrics", self.url)).send().await else {
             return f64::NAN;
         };
         let text = resp.text().await.unwrap_or_default();
@@ -113,20 +211,45 @@ impl WorkerProcess {
             .sum()
     }
 
-    pub async fn wait_ready(&self, http: &reqwest::Client) {
-        for _ in 0..300 {
-            if let Ok(r) = http.get(format!("{}/readyz", self.ops_url)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+    /// `GET /readyz`: the status code (0 if unreachable) and the body.
+    pub async fn readiness(&self, http: &reqwest::Client) -> (u16, serde_json::Value) {
+        match http.get(format!("{}/readyz", self.url)).send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or_default())
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(_) => (0, serde_json::Value::Null),
         }
-        panic!(
-            "worker {} not ready within 15 s; log: {}",
-            self.id,
-            self.log.display()
-        );
+    }
+
+    /// Waits until `/readyz` answers `status` (and, if given, its body's
+    /// `status` field is `body_status`); returns how long that took.
+    pub async fn wait_readiness(
+        &self,
+        http: &reqwest::Client,
+        status: u16,
+        body_status: Option<&str>,
+        within: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        loop {
+            let (s, body) = self.readiness(http).await;
+            if s == status && body_status.is_none_or(|b| body["status"] == b) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "{}: /readyz is {s} {body}, not {status} {body_status:?}, after {within:?}; log: {}",
+                self.id,
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_ready(&self, http: &reqwest::Client) {
+        self.wait_readiness(http, 200, None, Duration::from_secs(15))
+            .await;
     }
 }
 

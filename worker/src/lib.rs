@@ -11,6 +11,7 @@
 //! - [`ownership`]: partition leases in NATS KV, rebalancing, fencing tokens.
 //! - [`assignment`]: the balanced partition → worker assignment.
 //! - [`ops`]: the operational HTTP endpoints.
+//! - [`telemetry`]: metric names and help lines.
 
 pub mod assignment;
 pub mod batch;
@@ -19,6 +20,7 @@ pub mod dead_letters;
 pub mod ops;
 pub mod ownership;
 pub mod partition;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -41,6 +43,22 @@ pub fn topology_options(settings: &WorkerSettings) -> TopologyOptions {
     opts
 }
 
+/// What the `giftcard-worker` binary does: loads the configuration from
+/// the environment, binds, connects, and [`run`]s until SIGTERM or Ctrl-C.
+pub async fn run_from_env() -> anyhow::Result<()> {
+    let settings = WorkerSettings::from_env()?;
+    tracing::info!(?settings, "configuration");
+    let s = giftcard_shared::process::start(
+        "giftcard-worker",
+        &settings.common,
+        settings.listen,
+        "GIFTCARD_WORKER_LISTEN",
+        true,
+    )
+    .await?;
+    run(settings, s.listener, s.db, s.nats, s.shutdown).await
+}
+
 /// Runs the worker until `shutdown` is cancelled; then each partition loop
 /// finishes (or naks) its batch before this returns.
 pub async fn run(
@@ -50,6 +68,8 @@ pub async fn run(
     nats: async_nats::Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let _ = giftcard_shared::telemetry::metrics_handle();
+    telemetry::describe();
     let js = async_nats::jetstream::new(nats.clone());
     let opts = topology_options(&settings);
     let topology = topology::ensure(&js, &opts).await?;

@@ -61,6 +61,6 @@ async fn readyz(State(s): State<OpsState>) -> impl IntoResponse {
 async fn metrics_text(State(s): State<OpsState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
+        giftcard_shared::telemetry::render_metrics(&s.metrics),
     )
 }

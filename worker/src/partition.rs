@@ -13,11 +13,14 @@ use async_nats::jetstream::{self, AckKind};
 use futures::{FutureExt, StreamExt};
 use giftcard_shared::config::WorkerSettings;
 use giftcard_shared::contract::{
-    card_of_subject, PurchaseMessage, PurchaseReply, ReplyOutcome, HEADER_REPLY_TO, MESSAGE_VERSION,
+    card_of_subject, PurchaseMessage, PurchaseReply, ReplyOutcome, HEADER_REPLY_TO,
+    HEADER_REQUEST_ID, HEADER_TRACEPARENT, MESSAGE_VERSION,
 };
 use giftcard_shared::domain::UserId;
+use giftcard_shared::telemetry;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::batch::{self, BatchError, Fence, Item};
 use crate::dead_letters::{self, Reason};
@@ -44,6 +47,41 @@ struct Pulled {
     msg: jetstream::Message,
     sequence: u64,
     delivered: i64,
+    /// This message's span in its purchase's trace (continued from the
+    /// message's `traceparent` header), from pull to reply.
+    span: tracing::Span,
+}
+
+impl Pulled {
+    fn new(msg: jetstream::Message, partition: u16) -> Option<Self> {
+        let info = msg.info().ok()?;
+        let (sequence, delivered) = (info.stream_sequence, info.delivered);
+        let span = tracing::info_span!(
+            "purchase",
+            partition,
+            sequence,
+            delivered,
+            purchase_id = tracing::field::Empty,
+            request_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        let header = |name: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str())
+        };
+        if let Some(id) = header(HEADER_REQUEST_ID) {
+            span.record("request_id", id);
+        }
+        telemetry::continue_trace(&span, header(HEADER_TRACEPARENT), header("tracestate"));
+        Some(Pulled {
+            msg,
+            sequence,
+            delivered,
+            span,
+        })
+    }
 }
 
 /// Runs partition `fence.partition` until `stop` is cancelled or a newer
@@ -118,15 +156,7 @@ pub async fn run(
             }
             let pulled = batch
                 .into_iter()
-                .filter_map(|msg| {
-                    let info = msg.info().ok()?;
-                    let (sequence, delivered) = (info.stream_sequence, info.delivered);
-                    Some(Pulled {
-                        msg,
-                        sequence,
-                        delivered,
-                    })
-                })
+                .filter_map(|msg| Pulled::new(msg, fence.partition))
                 .collect();
             if handle(&ctx, &fence, pulled, &stop).await == Some(Exit::Fenced) {
                 return Exit::Fenced;
@@ -184,6 +214,8 @@ async fn handle(
         }
         match decode(&p.msg) {
             Ok(message) => {
+                p.span
+                    .record("purchase_id", tracing::field::display(message.purchase_id));
                 let item = Item {
                     partition: fence.partition,
                     message,
@@ -232,6 +264,11 @@ async fn process_with_retries(
     let mut changed = 0u32;
     loop {
         attempt += 1;
+        // The batch's transaction, as a span in each of its purchases' traces.
+        let txn_spans: Vec<tracing::Span> = good
+            .iter()
+            .map(|(p, _)| tracing::info_span!(parent: &p.span, "transaction", attempt, batch = good.len()))
+            .collect();
         let txn_started = Instant::now();
         let result = with_progress(
             ctx,
@@ -241,6 +278,7 @@ async fn process_with_retries(
         .await;
         metrics::histogram!("giftcard_worker_transaction_seconds")
             .record(txn_started.elapsed().as_secs_f64());
+        drop(txn_spans);
         match result {
             Ok(outcomes) => {
                 finish(ctx, good, outcomes).await;
@@ -351,6 +389,10 @@ async fn finish(ctx: &Ctx, good: &[(Pulled, Item)], outcomes: Vec<ReplyOutcome>)
     for ((p, item), outcome) in good.iter().zip(outcomes) {
         if let ReplyOutcome::Completed { purchase } = &outcome {
             metrics::counter!("giftcard_worker_purchases_total", "status" => purchase.status.as_str()).increment(1);
+            p.span.in_scope(|| {
+                // The status only: the view holds the activation codes.
+                tracing::debug!(status = purchase.status.as_str(), "purchase decided");
+            });
         }
         if let Some(reply_to) = p.msg.headers.as_ref().and_then(|h| h.get(HEADER_REPLY_TO)) {
             let reply = PurchaseReply {
@@ -360,14 +402,24 @@ async fn finish(ctx: &Ctx, good: &[(Pulled, Item)], outcomes: Vec<ReplyOutcome>)
             };
             match serde_json::to_vec(&reply) {
                 Ok(body) => {
+                    let span = tracing::info_span!(parent: &p.span, "reply");
+                    let mut headers = async_nats::HeaderMap::new();
+                    if let Some(tp) = telemetry::traceparent(&span) {
+                        headers.insert(HEADER_TRACEPARENT, tp.as_str());
+                    }
                     // A missing listener is fine: the client polls.
                     let _ = ctx
                         .nats
-                        .publish(reply_to.as_str().to_owned(), body.into())
+                        .publish_with_headers(reply_to.as_str().to_owned(), headers, body.into())
+                        .instrument(span)
                         .await;
                 }
                 Err(e) => tracing::error!(error = %e, "cannot encode reply"),
             }
+        }
+        let age = (chrono::Utc::now() - item.message.accepted_at).num_microseconds();
+        if let Some(us) = age.filter(|us| *us >= 0) {
+            metrics::histogram!(crate::telemetry::PURCHASE_LATENCY).record(us as f64 / 1e6);
         }
     }
     let acks = good.iter().map(|(p, _)| p.msg.ack());

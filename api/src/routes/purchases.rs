@@ -21,11 +21,12 @@ use axum::{Json, Router};
 use chrono::{SubsecRound, Utc};
 use giftcard_shared::contract::{
     purchase_subject, AcceptedPurchase, PurchaseMessage, PurchaseReply, PurchaseView, ReplyOutcome,
-    HEADER_REPLY_TO, HEADER_VERSION, MESSAGE_VERSION,
+    HEADER_REPLY_TO, HEADER_REQUEST_ID, HEADER_TRACEPARENT, HEADER_VERSION, MESSAGE_VERSION,
 };
 use giftcard_shared::domain::{purchase_id_for, request_hash, PurchaseStatus, Quantity};
 use giftcard_shared::entities::purchase;
 use giftcard_shared::purchases::{codes_of, load, pending_view, view_of};
+use giftcard_shared::telemetry;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -81,6 +82,7 @@ pub async fn create_purchase(
     let key = idempotency_key(&headers)?;
     let wait = preferred_wait(&headers, state.settings.default_wait)?;
     let id = purchase_id_for(&caller.user, key.as_ref());
+    tracing::Span::current().record("purchase_id", tracing::field::display(id));
     let hash = request_hash(body.gift_card_id, body.quantity);
 
     let mut waiter = state.replies.register(id);
@@ -95,7 +97,8 @@ pub async fn create_purchase(
         // Microseconds: what PostgreSQL stores, so every read agrees.
         accepted_at: Utc::now().trunc_subsecs(6),
     };
-    let (sequence, duplicate) = publish(&state, &message).await?;
+    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok());
+    let (sequence, duplicate) = publish(&state, &message, request_id).await?;
     let mut accepted_at = message.accepted_at;
     if duplicate {
         // Same key within the duplicate window: the stream kept the first
@@ -128,6 +131,11 @@ pub async fn create_purchase(
             pending_response(pending_view(&accepted))
         }
     };
+    tracing::debug!(
+        status = response.status().as_u16(),
+        sequence,
+        "purchase answered"
+    );
     metrics::counter!("giftcard_api_purchases_total", "status" => response.status().as_u16().to_string())
         .increment(1);
     metrics::histogram!("giftcard_api_purchase_seconds").record(started.elapsed().as_secs_f64());
@@ -135,7 +143,11 @@ pub async fn create_purchase(
 }
 
 /// Publishes and waits for the PubAck: `(stream sequence, was duplicate)`.
-async fn publish(state: &AppState, m: &PurchaseMessage) -> ApiResult<(u64, bool)> {
+async fn publish(
+    state: &AppState,
+    m: &PurchaseMessage,
+    request_id: Option<&str>,
+) -> ApiResult<(u64, bool)> {
     let unavailable = |what: &str| {
         ApiError::Unavailable(format!(
             "the purchase queue could not durably accept the request ({what}); nothing was \
@@ -148,6 +160,13 @@ async fn publish(state: &AppState, m: &PurchaseMessage) -> ApiResult<(u64, bool)
         state.replies.subject_for(m.purchase_id).as_str(),
     );
     headers.insert(HEADER_VERSION, MESSAGE_VERSION.to_string().as_str());
+    if let Some(id) = request_id {
+        headers.insert(HEADER_REQUEST_ID, id);
+    }
+    // The worker continues this request's trace.
+    if let Some(tp) = telemetry::traceparent(&tracing::Span::current()) {
+        headers.insert(HEADER_TRACEPARENT, tp.as_str());
+    }
     let payload = serde_json::to_vec(m).map_err(|e| ApiError::Internal(e.into()))?;
     let publish = Publish::build()
         .payload(payload.into())
@@ -219,8 +238,9 @@ async fn record_accepted(state: &AppState, a: &AcceptedPurchase) {
     }
 }
 
-/// Waits for the worker's reply. A retry of an earlier request (duplicate)
-/// may have missed the reply, so it also polls PostgreSQL.
+/// Waits for the worker's reply, at most `wait` and never past the api's
+/// shutdown. A retry of an earlier request (duplicate) may have missed the
+/// reply, so it also polls PostgreSQL.
 async fn wait_for_outcome(
     state: &AppState,
     waiter: &mut crate::replies::Waiter,
@@ -257,6 +277,13 @@ async fn wait_for_outcome(
         r = waiter.recv() => r.map(|r| r.outcome),
         r = polling => Some(r.outcome),
         _ = tokio::time::sleep_until(deadline) => None,
+        _ = state.shutdown.cancelled() => {
+            // Shutting down: answer 202 now rather than hold the drain;
+            // the purchase is queued and the client polls its Location.
+            tracing::info!("shutting down; answering 202 before the outcome");
+            metrics::counter!(crate::telemetry::SHUTDOWN_ANSWERED).increment(1);
+            None
+        }
     }
 }
 

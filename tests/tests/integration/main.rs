@@ -4,5 +4,6 @@ mod admin;
 mod dead_letters;
 mod faults;
 mod idempotency;
+mod operations;
 mod purchases;
 mod validation;

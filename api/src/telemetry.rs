@@ -1,0 +1,67 @@
+//! The api's metrics: names, help lines and zero series, so that every
+//! metric is on `/metrics` (with its `# HELP`) from the first scrape.
+//! README.md's metrics table documents each one; a test keeps them equal.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+pub const PURCHASES: &str = "giftcard_api_purchases_total";
+pub const PURCHASE_SECONDS: &str = "giftcard_api_purchase_seconds";
+pub const ACCEPT_SECONDS: &str = "giftcard_api_accept_seconds";
+pub const PUBLISH_SECONDS: &str = "giftcard_api_publish_seconds";
+pub const DATABASE_UP: &str = "giftcard_api_database_up";
+pub const SHUTDOWN_ANSWERED: &str = "giftcard_api_shutdown_answered_total";
+pub const CODES_IMPORTED: &str = "giftcard_api_codes_imported_total";
+pub const DLQ_REPLAYED: &str = "giftcard_dead_letters_replayed_total";
+pub const DLQ_DISCARDED: &str = "giftcard_dead_letters_discarded_total";
+
+/// The answers counted by [`PURCHASES`].
+pub const PURCHASE_STATUSES: [&str; 4] = ["201", "202", "404", "409"];
+
+/// Describes every metric and creates its series at zero.
+pub fn describe() {
+    describe_counter!(
+        PURCHASES,
+        "Purchase requests answered, by HTTP status (201 succeeded, 202 pending, 404 unknown card, 409 business failure)"
+    );
+    describe_histogram!(
+        PURCHASE_SECONDS,
+        Unit::Seconds,
+        "POST /v1/purchases from request to answer, including the wait for the outcome"
+    );
+    describe_histogram!(
+        ACCEPT_SECONDS,
+        Unit::Seconds,
+        "Time to durably accept a purchase (publish and JetStream PubAck)"
+    );
+    describe_histogram!(
+        PUBLISH_SECONDS,
+        Unit::Seconds,
+        "JetStream publish up to the PubAck, failed and timed-out ones included"
+    );
+    describe_gauge!(
+        DATABASE_UP,
+        "1 while PostgreSQL answers the api's probe (every second), else 0"
+    );
+    describe_counter!(
+        SHUTDOWN_ANSWERED,
+        "Waiting purchase requests answered 202 early because the api was shutting down"
+    );
+    describe_counter!(CODES_IMPORTED, "Activation codes inserted by imports");
+    describe_counter!(DLQ_REPLAYED, "Dead letters replayed by an operator");
+    describe_counter!(DLQ_DISCARDED, "Dead letters discarded by an operator");
+
+    for status in PURCHASE_STATUSES {
+        metrics::counter!(PURCHASES, "status" => status).increment(0);
+    }
+    for h in [PURCHASE_SECONDS, ACCEPT_SECONDS, PUBLISH_SECONDS] {
+        let _ = metrics::histogram!(h);
+    }
+    for c in [
+        SHUTDOWN_ANSWERED,
+        CODES_IMPORTED,
+        DLQ_REPLAYED,
+        DLQ_DISCARDED,
+    ] {
+        metrics::counter!(c).increment(0);
+    }
+}

@@ -1,0 +1,8 @@
+//! The `giftcard-api` binary, built with the tests so that process tests
+//! always run the current code (a package's tests only get its own
+//! binaries from Cargo).
+
+#[tokio::main]
+async fn main() {
+    giftcard_shared::process::main("giftcard-api", giftcard_api::run_from_env()).await;
+}

@@ -302,7 +302,7 @@ async fn process_with_retries(
             Err(BatchError::Changed) if changed < MAX_CHANGED_RETRIES => {
                 changed += 1;
                 attempt -= 1;
-                metrics::counter!("giftcard_worker_batch_conflicts_total").increment(1);
+                metrics::counter!(crate::telemetry::BATCH_CONFLICTS).increment(1);
                 tracing::debug!(
                     partition = fence.partition,
                     changed,

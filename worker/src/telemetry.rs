@@ -18,6 +18,7 @@ pub const BATCH_SECONDS: &str = "giftcard_worker_batch_seconds";
 pub const TRANSACTION_SECONDS: &str = "giftcard_worker_transaction_seconds";
 pub const BATCH_FAILURES: &str = "giftcard_worker_batch_failures_total";
 pub const FENCED_BATCHES: &str = "giftcard_worker_fenced_batches_total";
+pub const BATCH_CONFLICTS: &str = "giftcard_worker_batch_conflicts_total";
 pub const DEAD_LETTERED: &str = "giftcard_worker_dead_lettered_total";
 pub const DEAD_LETTERS_PENDING: &str = "giftcard_dead_letters_pending";
 
@@ -63,6 +64,10 @@ pub fn describe() {
         "Batch attempts failed for a technical reason (retried)"
     );
     describe_counter!(
+        BATCH_CONFLICTS,
+        "Batch writes undone because what their read saw changed meanwhile (read again at once)"
+    );
+    describe_counter!(
         FENCED_BATCHES,
         "Batches refused because a newer owner holds the partition"
     );
@@ -79,6 +84,7 @@ pub fn describe() {
         PARTITIONS_ACQUIRED,
         LEASES_LOST,
         BATCH_FAILURES,
+        BATCH_CONFLICTS,
         FENCED_BATCHES,
         DEAD_LETTERED,
     ] {

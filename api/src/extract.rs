@@ -120,7 +120,7 @@ impl FromRequestParts<AppState> for Auth {
                     "the Authorization header must be `Bearer <token>`".into(),
                 )
             })?;
-        auth::verify(state.jwt_secret(), token)
+        auth::verify_any(&state.jwt_secrets(), token)
             .map(Auth)
             .map_err(|e| match e {
                 AuthError::Expired => ApiError::Unauthenticated(e.to_string()),

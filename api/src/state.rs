@@ -41,8 +41,13 @@ impl AppState {
         Self(Arc::new(inner))
     }
 
-    pub fn jwt_secret(&self) -> &str {
-        self.settings.jwt_secret.expose()
+    /// The secrets a token may be signed with: the current one, then the
+    /// one being rotated out (if any).
+    pub fn jwt_secrets(&self) -> Vec<&str> {
+        std::iter::once(&self.settings.jwt_secret)
+            .chain(&self.settings.jwt_previous_secret)
+            .map(|s| s.expose())
+            .collect()
     }
 
     pub fn db_up(&self) -> bool {

@@ -507,7 +507,7 @@ def check_k8s(repo: Path, report: Report, env_names: Set[str]) -> None:
                         sec = secrets.get(skr.get("name"))
                         if sec is None:
                             add(path, f"{cname}: env {e['name']}: Secret {skr.get('name')} is not defined")
-                        elif skr.get("key") not in (sec.get("stringData") or {}):
+                        elif skr.get("key") not in (sec.get("stringData") or {}) and not skr.get("optional"):
                             add(path, f"{cname}: env {e['name']}: Secret {skr['name']} has no key {skr.get('key')}")
                 ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
                 for probe in ("readinessProbe", "livenessProbe"):

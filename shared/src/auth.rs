@@ -46,6 +46,21 @@ pub fn mint(secret: &str, sub: &str, admin: bool, ttl: Duration) -> anyhow::Resu
     )?)
 }
 
+/// [`verify`] against each of `secrets` in turn (the current one first,
+/// then the one being rotated out): the first whose signature matches
+/// decides, so a token signed with either is accepted while both are
+/// configured, and an expired one is reported as expired.
+pub fn verify_any(secrets: &[&str], token: &str) -> Result<Principal, AuthError> {
+    let mut outcome = Err(AuthError::Invalid);
+    for secret in secrets {
+        outcome = verify(secret, token);
+        if !matches!(outcome, Err(AuthError::Invalid)) {
+            break;
+        }
+    }
+    outcome
+}
+
 /// Verifies signature, algorithm and expiry (no leeway), and parses the subject.
 pub fn verify(secret: &str, token: &str) -> Result<Principal, AuthError> {
     let mut v = Validation::new(Algorithm::HS256);
@@ -69,6 +84,34 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn during_a_rotation_tokens_of_either_secret_verify_and_others_do_not() {
+        const OLD: &str = "fedcba9876543210fedcba9876543210";
+        const OTHER: &str = "0000000000000000000000000000000000";
+        let both = [SECRET, OLD];
+        let new = mint(SECRET, "alice", false, Duration::minutes(5)).unwrap();
+        let old = mint(OLD, "bob", true, Duration::minutes(5)).unwrap();
+        assert_eq!(verify_any(&both, &new).unwrap().user.as_str(), "alice");
+        let p = verify_any(&both, &old).unwrap();
+        assert_eq!(p.user.as_str(), "bob");
+        assert!(p.admin);
+        let foreign = mint(OTHER, "eve", true, Duration::minutes(5)).unwrap();
+        assert!(matches!(
+            verify_any(&both, &foreign),
+            Err(AuthError::Invalid)
+        ));
+        let expired_old = mint(OLD, "bob", false, Duration::minutes(-5)).unwrap();
+        assert!(matches!(
+            verify_any(&both, &expired_old),
+            Err(AuthError::Expired)
+        ));
+        // Once the old secret is dropped, its tokens stop working.
+        assert!(matches!(
+            verify_any(&[SECRET], &old),
+            Err(AuthError::Invalid)
+        ));
+    }
 
     #[test]
     fn minted_tokens_verify_and_expired_ones_do_not() {

@@ -82,6 +82,9 @@ pub struct ApiSettings {
     pub common: CommonSettings,
     /// `GIFTCARD_JWT_SECRET` (required, at least 32 bytes).
     pub jwt_secret: Secret,
+    /// `GIFTCARD_JWT_PREVIOUS_SECRET` (optional, at least 32 bytes): during
+    /// a rotation, tokens signed with it are still accepted.
+    pub jwt_previous_secret: Option<Secret>,
     /// `GIFTCARD_API_LISTEN`, default `127.0.0.1:8080`.
     pub listen: SocketAddr,
     /// `GIFTCARD_DEFAULT_WAIT_SECS`, default 5: wait used without `Prefer`.
@@ -204,6 +207,22 @@ impl ApiSettings {
                     .into(),
             ));
         }
+        let jwt_previous_secret = match var("GIFTCARD_JWT_PREVIOUS_SECRET") {
+            None => None,
+            Some(s) if s.len() < 32 => {
+                return Err(ConfigError(
+                    "GIFTCARD_JWT_PREVIOUS_SECRET is too short: it must be the previous                      GIFTCARD_JWT_SECRET (at least 32 bytes); unset it when no rotation is under way"
+                        .into(),
+                ))
+            }
+            Some(s) if s == jwt_secret => {
+                return Err(ConfigError(
+                    "GIFTCARD_JWT_PREVIOUS_SECRET equals GIFTCARD_JWT_SECRET: set it to the                      secret being rotated out, or unset it"
+                        .into(),
+                ))
+            }
+            Some(s) => Some(Secret::new(s)),
+        };
         let listen = parse_var(
             "GIFTCARD_API_LISTEN",
             SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -214,6 +233,7 @@ impl ApiSettings {
         Ok(Self {
             common,
             jwt_secret: Secret::new(jwt_secret),
+            jwt_previous_secret,
             listen,
             default_wait: Duration::from_secs(in_range("GIFTCARD_DEFAULT_WAIT_SECS", wait, 0, 30)?),
             publish_timeout: Duration::from_millis(in_range(

@@ -165,6 +165,7 @@ impl TestApp {
         ApiSettings {
             common: self.common(),
             jwt_secret: Secret::new(SECRET),
+            jwt_previous_secret: None,
             listen: "127.0.0.1:0".parse().expect("addr"),
             default_wait: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(5),

@@ -577,3 +577,94 @@ async fn with_an_otlp_endpoint_both_processes_export_the_purchase_trace() {
     }
     app.stop().await;
 }
+
+/// Rotating the JWT secret without locking anyone out: an api given the new
+/// secret and the previous one accepts tokens of both (and no other);
+/// without the previous one, its tokens are refused; a misconfigured
+/// previous secret stops the api at startup with a message saying what to do.
+#[tokio::test]
+async fn a_jwt_rotation_accepts_old_and_new_tokens_until_the_old_secret_is_dropped() {
+    const NEW: &str = "rotated-secret-rotated-secret-0123456789";
+    let app = TestApp::spawn_with(no_worker()).await;
+    let http = app.http.clone();
+    let mint = |secret: &str| {
+        giftcard_shared::auth::mint(secret, "rotator", false, chrono::Duration::minutes(5))
+            .expect("mint")
+    };
+    let (old_token, new_token) = (app.token("rotator"), mint(NEW));
+    let foreign = mint("someone-else-entirely-0123456789abcdef");
+    let status = |url: String, token: String| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("{url}/v1/wallet"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("api answers");
+            let s = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (s, body)
+        }
+    };
+
+    let during = ApiProcess::spawn_api(
+        API.as_ref(),
+        &app,
+        "rotate-during",
+        &[
+            ("GIFTCARD_JWT_SECRET", NEW),
+            ("GIFTCARD_JWT_PREVIOUS_SECRET", giftcard_tests::SECRET),
+        ],
+    );
+    let after = ApiProcess::spawn_api(
+        API.as_ref(),
+        &app,
+        "rotate-after",
+        &[("GIFTCARD_JWT_SECRET", NEW)],
+    );
+    during.wait_ready(&http).await;
+    after.wait_ready(&http).await;
+    for token in [&old_token, &new_token] {
+        let (s, b) = status(during.url.clone(), token.clone()).await;
+        assert_eq!(s, StatusCode::OK, "during the overlap: {b}");
+    }
+    let (s, b) = status(during.url.clone(), foreign.clone()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    assert_eq!(b["error"]["code"], "UNAUTHENTICATED");
+    let (s, b) = status(after.url.clone(), old_token.clone()).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "old token after the overlap: {b}"
+    );
+    let (s, b) = status(after.url.clone(), new_token.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let logs = during.output() + &after.output();
+    for t in [&old_token, &new_token, &foreign] {
+        let signature = t.rsplit('.').next().unwrap();
+        assert!(!logs.contains(signature), "a token reached the logs");
+    }
+    assert!(!logs.contains(NEW), "the secret reached the logs");
+
+    for (previous, says) in [
+        (
+            NEW,
+            "GIFTCARD_JWT_PREVIOUS_SECRET equals GIFTCARD_JWT_SECRET",
+        ),
+        ("short", "GIFTCARD_JWT_PREVIOUS_SECRET is too short"),
+    ] {
+        let mut bad = ApiProcess::spawn_api(
+            API.as_ref(),
+            &app,
+            "rotate-misconfigured",
+            &[
+                ("GIFTCARD_JWT_SECRET", NEW),
+                ("GIFTCARD_JWT_PREVIOUS_SECRET", previous),
+            ],
+        );
+        bad.wait_exit(Duration::from_secs(10)).await;
+        assert!(bad.output().contains(says), "{}", bad.output());
+    }
+    app.stop().await;
+}

@@ -51,7 +51,6 @@ pub async fn run_from_env() -> anyhow::Result<()> {
         &settings.common,
         settings.listen,
         "GIFTCARD_API_LISTEN",
-        false,
     )
     .await?;
     run(settings, s.listener, s.db, s.nats, s.shutdown).await
@@ -93,9 +92,13 @@ pub async fn run(
     Ok(())
 }
 
+/// The request id header: set on each request (unless the client sent one),
+/// echoed on the response, in the logs, and passed on to the worker.
+pub const REQUEST_ID: &str = "x-request-id";
+
 /// The router with its middleware.
 pub fn app(state: AppState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
+    let request_id = HeaderName::from_static(REQUEST_ID);
     routes::router()
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
@@ -112,7 +115,7 @@ pub fn app(state: AppState) -> Router {
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 let id = req
                     .headers()
-                    .get("x-request-id")
+                    .get(REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 // The path only: no query string, never a header (tokens).

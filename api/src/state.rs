@@ -76,7 +76,7 @@ impl AppState {
                         tracing::warn!("PostgreSQL is unreachable; purchases are still accepted");
                     }
                 }
-                metrics::gauge!("giftcard_api_database_up").set(if ok { 1.0 } else { 0.0 });
+                metrics::gauge!(crate::telemetry::DATABASE_UP).set(if ok { 1.0 } else { 0.0 });
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}

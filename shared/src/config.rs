@@ -211,13 +211,15 @@ impl ApiSettings {
             None => None,
             Some(s) if s.len() < 32 => {
                 return Err(ConfigError(
-                    "GIFTCARD_JWT_PREVIOUS_SECRET is too short: it must be the previous                      GIFTCARD_JWT_SECRET (at least 32 bytes); unset it when no rotation is under way"
+                    "GIFTCARD_JWT_PREVIOUS_SECRET is too short: it must be the previous \
+                     GIFTCARD_JWT_SECRET (at least 32 bytes); unset it when no rotation is under way"
                         .into(),
                 ))
             }
             Some(s) if s == jwt_secret => {
                 return Err(ConfigError(
-                    "GIFTCARD_JWT_PREVIOUS_SECRET equals GIFTCARD_JWT_SECRET: set it to the                      secret being rotated out, or unset it"
+                    "GIFTCARD_JWT_PREVIOUS_SECRET equals GIFTCARD_JWT_SECRET: set it to the \
+                     secret being rotated out, or unset it"
                         .into(),
                 ))
             }

@@ -11,21 +11,13 @@ use crate::config::CommonSettings;
 /// down. Each connection is pinged before use, so one broken by a
 /// PostgreSQL restart is replaced instead of failing a request.
 pub async fn connect(settings: &CommonSettings, lazy: bool) -> Result<DatabaseConnection, DbErr> {
-    open(settings, lazy, true, None).await
+    open(settings, lazy, None).await
 }
 
-/// [`connect`] without the ping before each use: one round trip less per
-/// transaction, for a caller that retries what a broken connection fails
-/// (the worker's batches).
-pub async fn connect_unpinged(
-    settings: &CommonSettings,
-    lazy: bool,
-) -> Result<DatabaseConnection, DbErr> {
-    open(settings, lazy, false, None).await
-}
-
-/// The worker's batch pool: lazy, unpinged, two connections (batches are
-/// written one group at a time), every statement limited to
+/// The worker's batch pool: lazy; two connections (batches are written one
+/// group at a time); not pinged before each use (one round trip less per
+/// batch: the worker retries what a broken connection fails); every
+/// statement limited to
 /// `statement_timeout` (a hung statement fails its attempt instead of
 /// holding the partition), and sequential scans ruled out: each statement
 /// on it looks rows up by key, and a plan cached while a table was nearly
@@ -35,28 +27,31 @@ pub async fn connect_for_batches(
     settings: &CommonSettings,
     statement_timeout: Duration,
 ) -> Result<DatabaseConnection, DbErr> {
-    let mut settings = settings.clone();
-    settings.db_max_connections = settings.db_max_connections.min(2);
-    open(&settings, true, false, Some(statement_timeout)).await
+    open(settings, true, Some(statement_timeout)).await
 }
 
+/// A pool; `batches` (with its statement timeout) makes it the worker's
+/// batch pool described at [`connect_for_batches`].
 async fn open(
     settings: &CommonSettings,
     lazy: bool,
-    ping: bool,
-    statement_timeout: Option<Duration>,
+    batches: Option<Duration>,
 ) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(settings.database_url.expose().to_owned());
-    opts.max_connections(settings.db_max_connections)
+    let max = match batches {
+        Some(_) => settings.db_max_connections.min(2),
+        None => settings.db_max_connections,
+    };
+    opts.max_connections(max)
         .min_connections(0)
         .connect_timeout(Duration::from_secs(3))
         .acquire_timeout(Duration::from_secs(3))
         .idle_timeout(Duration::from_secs(300))
         .connect_lazy(lazy)
-        .test_before_acquire(ping)
+        .test_before_acquire(batches.is_none())
         // Statements can carry activation codes; never log them.
         .sqlx_logging(false);
-    if let Some(t) = statement_timeout {
+    if let Some(t) = batches {
         let ms = t.as_millis().to_string();
         opts.map_sqlx_postgres_opts(move |o| {
             o.options([

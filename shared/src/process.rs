@@ -22,24 +22,17 @@ pub struct Started {
 }
 
 /// Binds `addr` (named by `listen_var` in errors) and connects lazily to
-/// PostgreSQL (a service starts while it is down) and to NATS. With
-/// `retries_db`, the service retries whatever a broken database connection
-/// fails, so pooled connections are not pinged before each use.
+/// PostgreSQL (a service starts while it is down) and to NATS.
 pub async fn start(
     service: &str,
     common: &CommonSettings,
     addr: SocketAddr,
     listen_var: &str,
-    retries_db: bool,
 ) -> anyhow::Result<Started> {
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("cannot listen on {addr} ({e}); set {listen_var} to a free address")
     })?;
-    let db = if retries_db {
-        db::connect_unpinged(common, true).await?
-    } else {
-        db::connect(common, true).await?
-    };
+    let db = db::connect(common, true).await?;
     let nats = async_nats::ConnectOptions::new()
         .name(service)
         // A comma-separated list names several servers of one cluster.

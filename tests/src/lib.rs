@@ -217,7 +217,7 @@ impl TestApp {
             .await
             .expect("bind");
         let settings = self.worker_settings();
-        let db = giftcard_shared::db::connect_unpinged(&settings.common, true)
+        let db = giftcard_shared::db::connect(&settings.common, true)
             .await
             .expect("db pool");
         let nats = self.nats_client().await;

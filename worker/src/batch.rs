@@ -10,8 +10,8 @@
 //! still holds: the partition's fence (a stale owner, one whose lease has
 //! passed to another worker, cannot write), every decided code still
 //! available, every debited wallet's balance unchanged. If anything moved,
-//! [`giftcard_batch_guard`](../../migrations) raises and the statement
-//! leaves no trace; the batch is read and decided again.
+//! `giftcard_batch_guard` (migration `m20261130_000004`) raises and the
+//! statement leaves no trace; the batch is read and decided again.
 
 use std::collections::{HashMap, HashSet};
 
@@ -51,14 +51,16 @@ pub enum BatchError {
 
 impl From<DbErr> for BatchError {
     fn from(e: DbErr) -> Self {
-        // SQLSTATE 40001 from the write's guard, 40P01 from a deadlock.
-        let text = e.to_string();
-        if text.contains("giftcard: the batch's inputs changed")
-            || text.contains("deadlock detected")
-        {
-            Self::Changed
-        } else {
-            Self::Db(e)
+        use sea_orm::{sqlx, RuntimeErr};
+        let sqlstate = match &e {
+            DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(d)))
+            | DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(d))) => d.code(),
+            _ => None,
+        };
+        // 40001 from the write's guard, 40P01 from a deadlock.
+        match sqlstate.as_deref() {
+            Some("40001" | "40P01") => Self::Changed,
+            _ => Self::Db(e),
         }
     }
 }
@@ -143,7 +145,8 @@ struct Decided {
 /// What to answer for each item, in the batch's order.
 pub type Outcomes = Vec<ReplyOutcome>;
 
-/// Processes `items` (stream order) of one partition in one transaction.
+/// Processes `items` (stream order) of one partition; its writes commit
+/// atomically, in one statement.
 pub async fn process(
     db: &DatabaseConnection,
     fence: &Fence,

@@ -43,7 +43,7 @@ impl Committer {
                         Err(_) => break,
                     }
                 }
-                metrics::histogram!("giftcard_worker_group_partitions").record(group.len() as f64);
+                metrics::histogram!(crate::telemetry::GROUP_PARTITIONS).record(group.len() as f64);
                 commit(&db, &cursors, group).await;
             }
         });

@@ -67,7 +67,7 @@ pub async fn publish(
         .headers(h)
         .message_id(format!("dlq:{seq}"));
     js.send_publish(subject, publish).await?.await?;
-    metrics::counter!("giftcard_worker_dead_lettered_total").increment(1);
+    metrics::counter!(crate::telemetry::DEAD_LETTERED).increment(1);
     tracing::warn!(dead_letter = %id, sequence = seq, subject = %msg.subject, reason = %reason.text,
         attempts = reason.attempts, "message dead-lettered");
     Ok(id)
@@ -234,7 +234,7 @@ pub async fn run_backlog_gauge(db: DatabaseConnection, shutdown: CancellationTok
             .await;
         if let Ok(Some(row)) = count {
             if let Ok(n) = row.try_get::<i64>("", "n") {
-                metrics::gauge!("giftcard_dead_letters_pending").set(n as f64);
+                metrics::gauge!(crate::telemetry::DEAD_LETTERS_PENDING).set(n as f64);
             }
         }
         tokio::select! {

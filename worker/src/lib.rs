@@ -53,7 +53,6 @@ pub async fn run_from_env() -> anyhow::Result<()> {
         &settings.common,
         settings.listen,
         "GIFTCARD_WORKER_LISTEN",
-        true,
     )
     .await?;
     run(settings, s.listener, s.db, s.nats, s.shutdown).await

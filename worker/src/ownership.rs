@@ -84,7 +84,7 @@ impl Coordinator {
             if let Err(e) = self.tick().await {
                 tracing::warn!(error = %e, "coordination round failed; retrying");
             }
-            metrics::gauge!("giftcard_worker_partitions_owned").set(self.held.len() as f64);
+            metrics::gauge!(crate::telemetry::PARTITIONS_OWNED).set(self.held.len() as f64);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(renew) => {}
@@ -98,7 +98,7 @@ impl Coordinator {
             let _ = h.handle.await;
         }
         let _ = self.coordination.workers.delete(self.me()).await;
-        metrics::gauge!("giftcard_worker_partitions_owned").set(0.0);
+        metrics::gauge!(crate::telemetry::PARTITIONS_OWNED).set(0.0);
     }
 
     async fn tick(&mut self) -> anyhow::Result<()> {
@@ -124,7 +124,7 @@ impl Coordinator {
         if !live.iter().any(|w| w == self.me()) {
             live.push(self.me().to_owned());
         }
-        metrics::gauge!("giftcard_worker_live_workers").set(live.len() as f64);
+        metrics::gauge!(crate::telemetry::LIVE_WORKERS).set(live.len() as f64);
         let want = assignment::desired(self.ctx.settings.common.partitions, &live, self.me());
 
         for (p, h) in &self.held {
@@ -181,7 +181,7 @@ impl Coordinator {
             }
         };
         tracing::info!(partition = p, token, consumer = %consumer_name, "partition acquired");
-        metrics::counter!("giftcard_worker_partitions_acquired_total").increment(1);
+        metrics::counter!(crate::telemetry::PARTITIONS_ACQUIRED).increment(1);
         let value = LeaseValue {
             token,
             consumer: consumer_name,
@@ -218,7 +218,8 @@ async fn hold(
 ) {
     let p = fence.partition;
     let key = lease_key(p);
-    let backlog = metrics::gauge!("giftcard_partition_backlog", "partition" => p.to_string());
+    let backlog =
+        metrics::gauge!(crate::telemetry::PARTITION_BACKLOG, "partition" => p.to_string());
     let stop = CancellationToken::new();
     let mut task = tokio::spawn(partition::run(
         ctx.clone(),
@@ -263,14 +264,14 @@ async fn hold(
                     }
                     Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                         tracing::warn!(partition = p, "lease lost to another worker; stopping");
-                        metrics::counter!("giftcard_worker_leases_lost_total").increment(1);
+                        metrics::counter!(crate::telemetry::LEASES_LOST).increment(1);
                         stop.cancel();
                         let _ = (&mut task).await;
                         break;
                     }
                     Err(e) if last_renewed.elapsed() >= ctx.settings.lease_ttl => {
                         tracing::warn!(partition = p, error = %e, "lease expired unrenewed; stopping");
-                        metrics::counter!("giftcard_worker_leases_lost_total").increment(1);
+                        metrics::counter!(crate::telemetry::LEASES_LOST).increment(1);
                         stop.cancel();
                         let _ = (&mut task).await;
                         break;

@@ -97,7 +97,7 @@ pub async fn run(
         match batch::claim(&ctx.db, &fence).await {
             Ok(()) => break,
             Err(BatchError::Fenced { .. }) => {
-                metrics::counter!("giftcard_worker_fenced_batches_total").increment(1);
+                metrics::counter!(crate::telemetry::FENCED_BATCHES).increment(1);
                 return Exit::Fenced;
             }
             Err(e) => {
@@ -235,9 +235,9 @@ async fn handle(
     if good.is_empty() {
         return None;
     }
-    metrics::histogram!("giftcard_worker_batch_size").record(good.len() as f64);
+    metrics::histogram!(crate::telemetry::BATCH_SIZE).record(good.len() as f64);
     let exit = process_with_retries(ctx, fence, &good, stop).await;
-    metrics::histogram!("giftcard_worker_batch_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::telemetry::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
     exit
 }
 
@@ -252,18 +252,16 @@ async fn process_with_retries(
     stop: &CancellationToken,
 ) -> Option<Exit> {
     let items: Vec<Item> = good.iter().map(|(_, i)| i.clone()).collect();
-    let prior_deliveries = good
+    // Earlier deliveries were earlier attempts.
+    let mut attempt = good
         .iter()
         .map(|(p, _)| p.delivered)
         .max()
         .unwrap_or(1)
-        .max(1) as u32
-        - 1;
-    let mut attempt = prior_deliveries;
+        .max(1) as u32;
     let mut delay = ctx.settings.retry_base;
     let mut changed = 0u32;
     loop {
-        attempt += 1;
         // The batch's transaction, as a span in each of its purchases' traces.
         let txn_spans: Vec<tracing::Span> = good
             .iter()
@@ -276,7 +274,7 @@ async fn process_with_retries(
             ctx.committer.submit(fence.clone(), items.clone()),
         )
         .await;
-        metrics::histogram!("giftcard_worker_transaction_seconds")
+        metrics::histogram!(crate::telemetry::TRANSACTION_SECONDS)
             .record(txn_started.elapsed().as_secs_f64());
         drop(txn_spans);
         match result {
@@ -285,7 +283,7 @@ async fn process_with_retries(
                 return None;
             }
             Err(BatchError::Fenced { partition }) => {
-                metrics::counter!("giftcard_worker_fenced_batches_total").increment(1);
+                metrics::counter!(crate::telemetry::FENCED_BATCHES).increment(1);
                 tracing::warn!(
                     partition,
                     "fenced off by a newer owner; releasing the partition"
@@ -301,7 +299,6 @@ async fn process_with_retries(
             // a failed attempt unless it keeps happening.
             Err(BatchError::Changed) if changed < MAX_CHANGED_RETRIES => {
                 changed += 1;
-                attempt -= 1;
                 metrics::counter!(crate::telemetry::BATCH_CONFLICTS).increment(1);
                 tracing::debug!(
                     partition = fence.partition,
@@ -330,7 +327,7 @@ async fn process_with_retries(
                 return None;
             }
             Err(e) => {
-                metrics::counter!("giftcard_worker_batch_failures_total").increment(1);
+                metrics::counter!(crate::telemetry::BATCH_FAILURES).increment(1);
                 if attempt >= ctx.settings.max_attempts {
                     let reason = Reason {
                         text: format!("technical failure: {e}"),
@@ -356,6 +353,7 @@ async fn process_with_retries(
                     _ = tokio::time::sleep(delay) => {}
                 }
                 delay = (delay * 2).min(ctx.settings.retry_max);
+                attempt += 1;
             }
         }
     }
@@ -388,7 +386,8 @@ async fn with_progress<T>(
 async fn finish(ctx: &Ctx, good: &[(Pulled, Item)], outcomes: Vec<ReplyOutcome>) {
     for ((p, item), outcome) in good.iter().zip(outcomes) {
         if let ReplyOutcome::Completed { purchase } = &outcome {
-            metrics::counter!("giftcard_worker_purchases_total", "status" => purchase.status.as_str()).increment(1);
+            metrics::counter!(crate::telemetry::PURCHASES, "status" => purchase.status.as_str())
+                .increment(1);
             p.span.in_scope(|| {
                 // The status only: the view holds the activation codes.
                 tracing::debug!(status = purchase.status.as_str(), "purchase decided");

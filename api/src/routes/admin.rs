@@ -305,7 +305,7 @@ pub async fn import_codes(
         .await?;
     }
     txn.commit().await?;
-    metrics::counter!("giftcard_api_codes_imported_total").increment(inserted);
+    metrics::counter!(crate::telemetry::CODES_IMPORTED).increment(inserted);
     Ok(Json(ImportResult {
         inserted,
         duplicates: codes.len() as u64 - inserted,

@@ -337,7 +337,7 @@ async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiRe
         .await?;
     }
     txn.commit().await?;
-    metrics::counter!("giftcard_dead_letters_replayed_total").increment(1);
+    metrics::counter!(crate::telemetry::DLQ_REPLAYED).increment(1);
     tracing::info!(dead_letter = %dl.id, purchase_id = ?dl.purchase_id, by, "dead letter replayed");
     Ok(())
 }
@@ -454,7 +454,7 @@ pub async fn discard(
         .await?;
     }
     txn.commit().await?;
-    metrics::counter!("giftcard_dead_letters_discarded_total").increment(1);
+    metrics::counter!(crate::telemetry::DLQ_DISCARDED).increment(1);
     tracing::info!(dead_letter = %id, by = admin.user.as_str(), "dead letter discarded");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -97,7 +97,7 @@ pub async fn create_purchase(
         // Microseconds: what PostgreSQL stores, so every read agrees.
         accepted_at: Utc::now().trunc_subsecs(6),
     };
-    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok());
+    let request_id = headers.get(crate::REQUEST_ID).and_then(|v| v.to_str().ok());
     let (sequence, duplicate) = publish(&state, &message, request_id).await?;
     let mut accepted_at = message.accepted_at;
     if duplicate {
@@ -118,7 +118,7 @@ pub async fn create_purchase(
         sequence,
         accepted_at,
     };
-    metrics::histogram!("giftcard_api_accept_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::telemetry::ACCEPT_SECONDS).record(started.elapsed().as_secs_f64());
 
     let outcome = wait_for_outcome(&state, &mut waiter, id, wait, duplicate).await;
     let response = match outcome {
@@ -136,9 +136,9 @@ pub async fn create_purchase(
         sequence,
         "purchase answered"
     );
-    metrics::counter!("giftcard_api_purchases_total", "status" => response.status().as_u16().to_string())
+    metrics::counter!(crate::telemetry::PURCHASES, "status" => response.status().as_u16().to_string())
         .increment(1);
-    metrics::histogram!("giftcard_api_purchase_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::telemetry::PURCHASE_SECONDS).record(started.elapsed().as_secs_f64());
     Ok(response)
 }
 
@@ -184,7 +184,7 @@ async fn publish(
             .map_err(anyhow::Error::from)
     })
     .await;
-    metrics::histogram!("giftcard_api_publish_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::telemetry::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
     match ack {
         Ok(Ok(ack)) => Ok((ack.sequence, ack.duplicate)),
         Ok(Err(e)) => {

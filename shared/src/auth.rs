@@ -42,7 +42,7 @@ pub fn mint(secret: &str, sub: &str, admin: bool, ttl: Duration) -> anyhow::Resu
     Ok(jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
+        &EncodingKey::from_secret(secret.as_bytes())?,
     )?)
 }
 
@@ -66,8 +66,8 @@ pub fn verify(secret: &str, token: &str) -> Result<Principal, AuthError> {
     let mut v = Validation::new(Algorithm::HS256);
     v.leeway = 0;
     v.set_required_spec_claims(&["exp", "sub"]);
-    let data =
-        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &v)
+    let key = DecodingKey::from_secret(secret.as_bytes()).map_err(|_| AuthError::Invalid)?;
+    let data = jsonwebtoken::decode::<Claims>(token, &key, &v)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid,

@@ -155,7 +155,7 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>, tracestat
         }
         let cx = TraceContextPropagator::new().extract(&carrier);
         if cx.span().span_context().is_valid() {
-            span.set_parent(cx);
+            let _ = span.set_parent(cx);
         }
     }
     record_trace_id(span);

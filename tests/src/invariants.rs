@@ -4,7 +4,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
 async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
     let row = db
-        .query_one(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
         .await
         .expect("invariant query")
         .expect("one row");
@@ -76,7 +76,7 @@ pub async fn check(db: &DatabaseConnection) {
 /// The purchases completed out of sequence order, for the failure message.
 async fn order_detail(db: &DatabaseConnection) -> String {
     let rows = db
-        .query_all(Statement::from_string(
+        .query_all_raw(Statement::from_string(
             DbBackend::Postgres,
             "SELECT gift_card_id::text AS card, stream_sequence, prev_seq, completed_at::text AS done, prev_done::text AS prev_done, partition \
              FROM (SELECT gift_card_id, stream_sequence, completed_at, partition, \

@@ -449,7 +449,7 @@ impl TestApp {
     pub async fn purchase_count(&self) -> i64 {
         let row = self
             .db
-            .query_one(sea_orm::Statement::from_string(
+            .query_one_raw(sea_orm::Statement::from_string(
                 sea_orm::DbBackend::Postgres,
                 "SELECT count(*) AS n FROM purchases".to_owned(),
             ))

@@ -53,8 +53,12 @@ impl From<DbErr> for BatchError {
     fn from(e: DbErr) -> Self {
         use sea_orm::{sqlx, RuntimeErr};
         let sqlstate = match &e {
-            DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(d)))
-            | DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(d))) => d.code(),
+            DbErr::Exec(RuntimeErr::SqlxError(s)) | DbErr::Query(RuntimeErr::SqlxError(s)) => {
+                match s.as_ref() {
+                    sqlx::Error::Database(d) => d.code(),
+                    _ => None,
+                }
+            }
             _ => None,
         };
         // 40001 from the write's guard, 40P01 from a deadlock.
@@ -319,7 +323,7 @@ async fn decide_and_write(
 pub async fn claim(db: &DatabaseConnection, fence: &Fence) -> Result<(), BatchError> {
     let sql = format!("WITH {FENCE} SELECT partition FROM fence");
     let rows = db
-        .query_all(Statement::from_sql_and_values(
+        .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             sql,
             fence_values(&[fence]),
@@ -428,7 +432,7 @@ async fn read(
         seen_at.into(),
     ]);
     let row = db
-        .query_one(Statement::from_sql_and_values(
+        .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             READ,
             values,
@@ -682,7 +686,7 @@ async fn write(
     ];
     values.extend(fence_values(fences));
     values.extend([expected.into(), claims.into()]);
-    db.execute(Statement::from_sql_and_values(
+    db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         WRITE.as_str(),
         values,

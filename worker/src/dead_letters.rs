@@ -161,7 +161,7 @@ async fn index(db: &DatabaseConnection, msg: &jetstream::Message) -> anyhow::Res
     let card: Option<Uuid> = header(h, HEADER_DLQ_GIFT_CARD_ID).and_then(|s| s.parse().ok());
     let replayed_from: Option<Uuid> = header(h, HEADER_REPLAY_OF).and_then(|s| s.parse().ok());
     let txn = db.begin().await?;
-    let inserted = txn.execute(Statement::from_sql_and_values(
+    let inserted = txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "INSERT INTO dead_letters (id, purchase_id, gift_card_id, user_id, reason, attempts, original_subject, \
            original_sequence, dlq_sequence, dead_lettered_at, replayed_from) \
@@ -184,7 +184,7 @@ async fn index(db: &DatabaseConnection, msg: &jetstream::Message) -> anyhow::Res
     .await?
     .rows_affected();
     if inserted == 1 {
-        txn.execute(Statement::from_sql_and_values(
+        txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "INSERT INTO dead_letter_events (dead_letter_id, action, actor, outcome, at) \
              VALUES ($1, 'dead_lettered', 'worker', $2, $3)",
@@ -197,7 +197,7 @@ async fn index(db: &DatabaseConnection, msg: &jetstream::Message) -> anyhow::Res
         .await?;
     }
     if let Some(m) = decoded.as_ref().filter(|m| (1..=10).contains(&m.quantity)) {
-        txn.execute(Statement::from_sql_and_values(
+        txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "INSERT INTO purchases (id, user_id, gift_card_id, quantity, status, error_code, error_message, \
                idempotency_key, request_hash, stream_sequence, partition, created_at) \
@@ -227,7 +227,7 @@ async fn index(db: &DatabaseConnection, msg: &jetstream::Message) -> anyhow::Res
 pub async fn run_backlog_gauge(db: DatabaseConnection, shutdown: CancellationToken) {
     loop {
         let count = db
-            .query_one(Statement::from_string(
+            .query_one_raw(Statement::from_string(
                 DbBackend::Postgres,
                 "SELECT count(*) AS n FROM dead_letters WHERE state = 'pending'".to_owned(),
             ))

@@ -286,7 +286,7 @@ pub async fn import_codes(
         );
         sql.push_str(" ON CONFLICT (gift_card_id, code) DO NOTHING");
         inserted += txn
-            .execute(Statement::from_sql_and_values(
+            .execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 sql,
                 values,
@@ -297,7 +297,7 @@ pub async fn import_codes(
     if inserted > 0 {
         // Tells the card's worker that codes may now sort before the last
         // one it claimed (it restarts its scan of the card).
-        txn.execute(Statement::from_sql_and_values(
+        txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE gift_cards SET updated_at = clock_timestamp() WHERE id = $1",
             [id.into()],
@@ -382,7 +382,7 @@ pub async fn credit_wallet(
     }
     let txn = state.db.begin().await?;
     let inserted = txn
-        .execute(Statement::from_sql_and_values(
+        .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "INSERT INTO wallet_entries (id, user_id, kind, amount, reference) \
              VALUES ($1, $2, 'credit', $3, $4) ON CONFLICT (reference) DO NOTHING",
@@ -396,7 +396,7 @@ pub async fn credit_wallet(
         .await?
         .rows_affected();
     if inserted == 1 {
-        txn.execute(Statement::from_sql_and_values(
+        txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "INSERT INTO wallets (user_id, balance) VALUES ($1, $2) ON CONFLICT (user_id) \
              DO UPDATE SET balance = wallets.balance + EXCLUDED.balance, updated_at = now()",

@@ -254,7 +254,7 @@ async fn record_event<C: ConnectionTrait>(
     actor: &str,
     outcome: &str,
 ) -> Result<(), sea_orm::DbErr> {
-    db.execute(Statement::from_sql_and_values(
+    db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "INSERT INTO dead_letter_events (dead_letter_id, action, actor, outcome) VALUES ($1, $2, $3, $4)",
         [id.into(), action.into(), actor.into(), outcome.into()],
@@ -313,7 +313,7 @@ async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiRe
         .map_err(|e| ApiError::Unavailable(format!("replay was not acknowledged: {e}")))?;
     let txn = sea_orm::TransactionTrait::begin(&state.db).await?;
     let claimed = txn
-        .execute(Statement::from_sql_and_values(
+        .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE dead_letters SET state = 'replayed', resolved_at = now(), resolved_by = $2 \
              WHERE id = $1 AND state = 'pending'",
@@ -329,7 +329,7 @@ async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiRe
     record_event(&txn, dl.id, "replayed", by, &outcome).await?;
     if let Some(pid) = dl.purchase_id {
         // Reads fall back to `pending` until the worker stores the outcome.
-        txn.execute(Statement::from_sql_and_values(
+        txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "DELETE FROM purchases WHERE id = $1 AND status = 'dead_lettered'",
             [pid.into()],
@@ -421,7 +421,7 @@ pub async fn discard(
     let dl = pending_dead_letter(&state, id).await?;
     let txn = sea_orm::TransactionTrait::begin(&state.db).await?;
     let claimed = txn
-        .execute(Statement::from_sql_and_values(
+        .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE dead_letters SET state = 'discarded', resolved_at = now(), resolved_by = $2 \
              WHERE id = $1 AND state = 'pending'",
@@ -445,7 +445,7 @@ pub async fn discard(
     .await?;
     if let Some(pid) = dl.purchase_id {
         let code = FailureCode::Discarded;
-        txn.execute(Statement::from_sql_and_values(
+        txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE purchases SET status = 'failed', error_code = $2, error_message = $3, \
              completed_at = now() WHERE id = $1 AND status = 'dead_lettered'",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{rngs::StdRng, RngExt};
 use uuid::Uuid;
 
 use crate::api::{Api, Purchase, Reply};
@@ -42,7 +42,7 @@ pub(crate) async fn generate(api: &Api, config: &Config) -> LoadOutcome {
         let (api, remaining, done) = (api.clone(), Arc::clone(&remaining), Arc::clone(&done));
         let (cfg, user) = (Arc::clone(&shared), i % config.seed.users.len());
         tasks.spawn(async move {
-            let mut rng = StdRng::from_entropy();
+            let mut rng = rand::make_rng::<StdRng>();
             let mut out = Vec::new();
             loop {
                 let more = if sellout {
@@ -56,7 +56,7 @@ pub(crate) async fn generate(api: &Api, config: &Config) -> LoadOutcome {
                     break out;
                 }
                 let card = match cfg.scenario {
-                    Scenario::Spread => rng.gen_range(0..cfg.seed.cards.len()),
+                    Scenario::Spread => rng.random_range(0..cfg.seed.cards.len()),
                     Scenario::Hot | Scenario::Sellout => 0,
                 };
                 let key = Uuid::new_v4().to_string();

@@ -119,7 +119,7 @@ pub async fn mark_used_versioned<C: ConnectionTrait>(
 ) -> Result<bool, DbErr> {
     for code in codes {
         let n = c
-            .execute(Statement::from_sql_and_values(
+            .execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "UPDATE activation_codes SET is_used = TRUE, purchase_id = $1, row_version = row_version + 1 \
                  WHERE id = $2 AND row_version = $3 AND NOT is_used AND deleted_at IS NULL",
@@ -164,7 +164,7 @@ pub async fn claim_skip_locked<C: ConnectionTrait>(
 /// Takes the card's transaction-scoped advisory lock (released at commit
 /// or rollback): PostgreSQL's analogue of `sp_getapplock`.
 pub async fn lock_card<C: ConnectionTrait>(c: &C, card: Uuid) -> Result<(), DbErr> {
-    c.execute(Statement::from_sql_and_values(
+    c.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))",
         [card.into()],
@@ -177,7 +177,7 @@ pub async fn lock_card<C: ConnectionTrait>(c: &C, card: Uuid) -> Result<(), DbEr
 /// user has no wallet).
 pub async fn debit<C: ConnectionTrait>(c: &C, user: &str, total: Decimal) -> Result<bool, DbErr> {
     let n = c
-        .execute(Statement::from_sql_and_values(
+        .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE wallets SET balance = balance - $1, updated_at = now() \
              WHERE user_id = $2 AND balance >= $1",
@@ -194,7 +194,7 @@ pub async fn insert_debit_entry<C: ConnectionTrait>(
     r: &Request,
     total: Decimal,
 ) -> Result<(), DbErr> {
-    c.execute(Statement::from_sql_and_values(
+    c.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "INSERT INTO wallet_entries (id, user_id, kind, amount, purchase_id) \
          VALUES ($1, $2, 'purchase', $3, $4) ON CONFLICT (purchase_id) DO NOTHING",
@@ -258,7 +258,7 @@ pub async fn insert_purchase<C: ConnectionTrait>(
         m.completed_at.into(),
     ];
     let n = c
-        .execute(Statement::from_sql_and_values(
+        .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "INSERT INTO purchases (id, user_id, gift_card_id, quantity, unit_price, total, status, \
                error_code, error_message, idempotency_key, request_hash, stream_sequence, partition, \

@@ -54,7 +54,7 @@ pub async fn prepare(
     db.execute_unprepared(&sql).await?;
     db.execute_unprepared("VACUUM ANALYZE").await?;
     let rows = db
-        .query_all(Statement::from_string(
+        .query_all_raw(Statement::from_string(
             DbBackend::Postgres,
             "SELECT id::text AS id FROM gift_cards ORDER BY name".to_owned(),
         ))

@@ -84,6 +84,11 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
     state.spawn_db_probe(shutdown.clone());
+    shared_telemetry::spawn_nats_connected_gauge(
+        state.nats.clone(),
+        telemetry::NATS_CONNECTED,
+        shutdown.clone(),
+    );
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())

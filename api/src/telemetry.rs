@@ -11,8 +11,9 @@ pub const PUBLISH_SECONDS: &str = "giftcard_api_publish_seconds";
 pub const DATABASE_UP: &str = "giftcard_api_database_up";
 pub const SHUTDOWN_ANSWERED: &str = "giftcard_api_shutdown_answered_total";
 pub const CODES_IMPORTED: &str = "giftcard_api_codes_imported_total";
-pub const DLQ_REPLAYED: &str = "giftcard_dead_letters_replayed_total";
-pub const DLQ_DISCARDED: &str = "giftcard_dead_letters_discarded_total";
+pub const DLQ_REPLAYED: &str = "giftcard_api_dead_letters_replayed_total";
+pub const DLQ_DISCARDED: &str = "giftcard_api_dead_letters_discarded_total";
+pub const NATS_CONNECTED: &str = "giftcard_api_nats_connected";
 
 /// The answers counted by [`PURCHASES`].
 pub const PURCHASE_STATUSES: [&str; 4] = ["201", "202", "404", "409"];
@@ -49,6 +50,11 @@ pub fn describe() {
     describe_counter!(CODES_IMPORTED, "Activation codes inserted by imports");
     describe_counter!(DLQ_REPLAYED, "Dead letters replayed by an operator");
     describe_counter!(DLQ_DISCARDED, "Dead letters discarded by an operator");
+    describe_gauge!(
+        NATS_CONNECTED,
+        "1 while the api is connected to NATS (checked every second), else 0"
+    );
+    giftcard_shared::telemetry::record_build_info("giftcard-api");
 
     for status in PURCHASE_STATUSES {
         metrics::counter!(PURCHASES, "status" => status).increment(0);

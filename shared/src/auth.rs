@@ -67,11 +67,10 @@ pub fn verify(secret: &str, token: &str) -> Result<Principal, AuthError> {
     v.leeway = 0;
     v.set_required_spec_claims(&["exp", "sub"]);
     let key = DecodingKey::from_secret(secret.as_bytes()).map_err(|_| AuthError::Invalid)?;
-    let data = jsonwebtoken::decode::<Claims>(token, &key, &v)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid,
-            })?;
+    let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+        _ => AuthError::Invalid,
+    })?;
     let user = UserId::parse(&data.claims.sub).map_err(|e| AuthError::BadSubject(e.0))?;
     Ok(Principal {
         user,

@@ -233,3 +233,35 @@ pub async fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {
     }
     shutdown.cancel();
 }
+
+/// `giftcard_build_info{service,version}`: always 1; tells which build runs.
+pub const BUILD_INFO: &str = "giftcard_build_info";
+
+/// Describes [`BUILD_INFO`] and sets it for `service`.
+pub fn record_build_info(service: &'static str) {
+    metrics::describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels say which service and version this process runs"
+    );
+    metrics::gauge!(BUILD_INFO, "service" => service, "version" => env!("CARGO_PKG_VERSION"))
+        .set(1.0);
+}
+
+/// Keeps the gauge `name` at 1 while `client` is connected to NATS and 0
+/// otherwise, checking every second until `shutdown`.
+pub fn spawn_nats_connected_gauge(
+    client: async_nats::Client,
+    name: &'static str,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            let up = client.connection_state() == async_nats::connection::State::Connected;
+            metrics::gauge!(name).set(if up { 1.0 } else { 0.0 });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    });
+}

@@ -223,7 +223,7 @@ async fn index(db: &DatabaseConnection, msg: &jetstream::Message) -> anyhow::Res
 }
 
 /// Publishes the number of dead letters waiting for an operator as
-/// `giftcard_dead_letters_pending`, every 10 s until `shutdown`.
+/// `giftcard_worker_dead_letters_pending`, every 10 s until `shutdown`.
 pub async fn run_backlog_gauge(db: DatabaseConnection, shutdown: CancellationToken) {
     loop {
         let count = db

@@ -74,6 +74,11 @@ pub async fn run(
     let topology = topology::ensure(&js, &opts).await?;
     topology::ensure_consumers(&topology, &opts).await?;
 
+    giftcard_shared::telemetry::spawn_nats_connected_gauge(
+        nats.clone(),
+        telemetry::NATS_CONNECTED,
+        shutdown.clone(),
+    );
     let ops_state = ops::OpsState::new(nats.clone(), db.clone());
     let ops_addr = listener.local_addr()?;
     tracing::info!(addr = %ops_addr, "worker ops endpoints listening");

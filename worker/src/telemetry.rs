@@ -7,7 +7,7 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 pub const PARTITIONS_OWNED: &str = "giftcard_worker_partitions_owned";
 pub const LIVE_WORKERS: &str = "giftcard_worker_live_workers";
-pub const PARTITION_BACKLOG: &str = "giftcard_partition_backlog";
+pub const PARTITION_BACKLOG: &str = "giftcard_worker_partition_backlog";
 pub const PARTITIONS_ACQUIRED: &str = "giftcard_worker_partitions_acquired_total";
 pub const LEASES_LOST: &str = "giftcard_worker_leases_lost_total";
 pub const PURCHASES: &str = "giftcard_worker_purchases_total";
@@ -20,7 +20,8 @@ pub const BATCH_FAILURES: &str = "giftcard_worker_batch_failures_total";
 pub const FENCED_BATCHES: &str = "giftcard_worker_fenced_batches_total";
 pub const BATCH_CONFLICTS: &str = "giftcard_worker_batch_conflicts_total";
 pub const DEAD_LETTERED: &str = "giftcard_worker_dead_lettered_total";
-pub const DEAD_LETTERS_PENDING: &str = "giftcard_dead_letters_pending";
+pub const DEAD_LETTERS_PENDING: &str = "giftcard_worker_dead_letters_pending";
+pub const NATS_CONNECTED: &str = "giftcard_worker_nats_connected";
 
 /// Describes every metric and creates its series at zero.
 pub fn describe() {
@@ -76,6 +77,12 @@ pub fn describe() {
         DEAD_LETTERS_PENDING,
         "Dead letters waiting for an operator (global count, refreshed every 10 s)"
     );
+
+    describe_gauge!(
+        NATS_CONNECTED,
+        "1 while the worker is connected to NATS (checked every second), else 0"
+    );
+    giftcard_shared::telemetry::record_build_info("giftcard-worker");
 
     for status in ["succeeded", "failed"] {
         metrics::counter!(PURCHASES, "status" => status).increment(0);

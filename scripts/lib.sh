@@ -267,3 +267,39 @@ as_pg_user() {
 pg_user_can_reach() {
   as_pg_user test -x "$1" 2>/dev/null
 }
+
+# random_hex: 32 random bytes as hex, for generated secrets.
+random_hex() {
+  if command -v openssl >/dev/null 2>&1; then
+    openssl rand -hex 32
+  else
+    python3 -c 'import secrets; print(secrets.token_hex(32))'
+  fi
+}
+
+# The NATS users of deploy/nats/accounts.conf and the variables holding
+# their passwords.
+NATS_PASSWORD_VARS=(API API_ALT WORKER WORKER_ALT PROVISIONER OPERATOR SYS)
+
+# write_nats_passwords FILE: generates a password for every NATS user into
+# FILE (mode 600) unless it exists. Each starts with a letter: the NATS
+# configuration parser would read a value like "3e51..." as a number.
+write_nats_passwords() {
+  local file="$1" v
+  [[ -s "$file" ]] && return 0
+  (
+    umask 077
+    for v in "${NATS_PASSWORD_VARS[@]}"; do
+      printf 'GIFTCARD_NATS_%s_PASSWORD=n%s\n' "$v" "$(random_hex)"
+    done >"$file.tmp"
+  )
+  mv -f "$file.tmp" "$file"
+}
+
+# nats_password FILE USER: the password of NATS user USER (giftcard-api,
+# giftcard-worker, giftcard-provisioner, giftcard-operator, sys) in FILE.
+nats_password() {
+  local var
+  var="$(printf '%s' "${2#giftcard-}" | tr 'a-z-' 'A-Z_')"
+  sed -n "s/^GIFTCARD_NATS_${var}_PASSWORD=//p" "$1"
+}

@@ -264,21 +264,47 @@ if from_our_env "${DATABASE_URL:-}" "${GIFTCARD_STACK_DATABASE_URL:-}" "$RUN_DIR
   unset DATABASE_URL
 fi
 
+# The private NATS runs with the shipped accounts and permissions
+# (deploy/nats/accounts.conf): each program connects as its own user, with
+# passwords generated into .run/nats-conf/passwords.env.
+NATS_CONF_DIR="$RUN_DIR/nats-conf"
+PRIVATE_NATS=0
 if [[ -n "${NATS_URL:-}" ]]; then
-  info "using NATS at $NATS_URL (NATS_URL is set; not starting one)"
+  info "using NATS at $NATS_URL (NATS_URL is set; not starting one; every program connects with the NATS_* credentials you set)"
 elif pid_is_running "$PID_DIR/nats.pid" nats-server && [[ -f "$RUN_DIR/nats-url" ]]; then
   NATS_URL="$(<"$RUN_DIR/nats-url")"
   info "reusing the private NATS already running at $NATS_URL (pid $(<"$PID_DIR/nats.pid"))"
   REUSED+=(NATS)
+  PRIVATE_NATS=1
   NATS_MONITOR_URL="$(cat "$RUN_DIR/nats-monitor-url" 2>/dev/null || true)"
 else
+  PRIVATE_NATS=1
   nats_port="$(preferred_port 4222)"
   nats_monitor_port="$(free_port)"
   [[ "$nats_port" == 4222 ]] || info "port 4222 is taken; the private NATS uses port $nats_port"
-  mkdir -p "$RUN_DIR/nats"
-  info "starting NATS (JetStream) on 127.0.0.1:$nats_port, monitoring on 127.0.0.1:$nats_monitor_port, log $LOG_DIR/nats.log"
-  start_bg nats "$LOG_DIR/nats.log" "$NATS_BIN" -js -sd "$RUN_DIR/nats" \
-    -a 127.0.0.1 -p "$nats_port" -m "$nats_monitor_port"
+  mkdir -p "$RUN_DIR/nats" "$NATS_CONF_DIR"
+  write_nats_passwords "$NATS_CONF_DIR/passwords.env"
+  cp "$GIFTCARD_REPO/deploy/nats/accounts.conf" "$GIFTCARD_REPO/deploy/nats/permissions.conf" "$NATS_CONF_DIR/"
+  cat >"$NATS_CONF_DIR/nats.conf" <<CONF
+# Written by scripts/stack.sh: the private development server.
+host: 127.0.0.1
+port: $nats_port
+http_port: $nats_monitor_port
+jetstream { store_dir: "$RUN_DIR/nats" }
+include ./accounts.conf
+CONF
+  info "starting NATS (JetStream, accounts of deploy/nats/accounts.conf) on 127.0.0.1:$nats_port, monitoring on 127.0.0.1:$nats_monitor_port, log $LOG_DIR/nats.log"
+  # Not exported: each reaches the server alone, through the assignments below.
+  # shellcheck disable=SC1091
+  source "$NATS_CONF_DIR/passwords.env"
+  GIFTCARD_NATS_API_PASSWORD="$GIFTCARD_NATS_API_PASSWORD" \
+    GIFTCARD_NATS_API_ALT_PASSWORD="$GIFTCARD_NATS_API_ALT_PASSWORD" \
+    GIFTCARD_NATS_WORKER_PASSWORD="$GIFTCARD_NATS_WORKER_PASSWORD" \
+    GIFTCARD_NATS_WORKER_ALT_PASSWORD="$GIFTCARD_NATS_WORKER_ALT_PASSWORD" \
+    GIFTCARD_NATS_PROVISIONER_PASSWORD="$GIFTCARD_NATS_PROVISIONER_PASSWORD" \
+    GIFTCARD_NATS_OPERATOR_PASSWORD="$GIFTCARD_NATS_OPERATOR_PASSWORD" \
+    GIFTCARD_NATS_SYS_PASSWORD="$GIFTCARD_NATS_SYS_PASSWORD" \
+    start_bg nats "$LOG_DIR/nats.log" "$NATS_BIN" -c "$NATS_CONF_DIR/nats.conf"
   if ! wait_for_port 127.0.0.1 "$nats_port" 30 "$(<"$PID_DIR/nats.pid")"; then
     show_log_tail "$LOG_DIR/nats.log"
     die "NATS did not start listening on 127.0.0.1:$nats_port (log above): fix the cause, or set NATS_URL to an existing server, and re-run"
@@ -370,32 +396,52 @@ export DATABASE_URL
 # ---------------------------------------------------------------------------
 # 4. JWT secret (never printed)
 
-secret_file="$RUN_DIR/jwt-secret"
-if [[ -n "${GIFTCARD_JWT_SECRET:-}" && -s "$secret_file" && "$GIFTCARD_JWT_SECRET" == "$(<"$secret_file")" ]]; then
-  unset GIFTCARD_JWT_SECRET # the generated one, from `source .run/env`
-fi
-if [[ -z "${GIFTCARD_JWT_SECRET:-}" ]]; then
-  if [[ ! -s "$secret_file" ]]; then
-    info "generating a JWT secret into $secret_file"
+# use_secret VARIABLE FILE: keeps VARIABLE if you set it, else reads (or
+# first generates) FILE; prints how .run/env should set it ("" when it came
+# from your environment).
+use_secret() {
+  local var="$1" file="$2" value="${!1:-}"
+  # The generated one, from `source .run/env`, does not count as yours.
+  if [[ -n "$value" && -s "$file" && "$value" == "$(<"$file")" ]]; then
+    value=""
+  fi
+  if [[ -n "$value" ]]; then
+    ((${#value} >= 32)) ||
+      die "$var is shorter than 32 bytes: set a longer one (openssl rand -hex 32) or unset it to use a generated one"
+    printf -v "$var" '%s' "$value"
+    export "${var?}"
+    SECRET_SOURCE=""
+    return
+  fi
+  if [[ ! -s "$file" ]]; then
+    info "generating $var into $file"
     (
       umask 077
-      if command -v openssl >/dev/null 2>&1; then
-        openssl rand -hex 32
-      else
-        python3 -c 'import secrets; print(secrets.token_hex(32))'
-      fi >"$secret_file.tmp"
+      random_hex >"$file.tmp"
     )
-    mv -f "$secret_file.tmp" "$secret_file"
+    mv -f "$file.tmp" "$file"
   fi
-  chmod 600 "$secret_file"
-  GIFTCARD_JWT_SECRET="$(<"$secret_file")"
-  JWT_SECRET_SOURCE="\$(cat '$secret_file')"
-else
-  JWT_SECRET_SOURCE=""
-fi
-((${#GIFTCARD_JWT_SECRET} >= 32)) ||
-  die "GIFTCARD_JWT_SECRET is shorter than 32 bytes: set a longer one (openssl rand -hex 32) or unset it to use a generated one"
-export GIFTCARD_JWT_SECRET
+  chmod 600 "$file"
+  printf -v "$var" '%s' "$(<"$file")"
+  export "${var?}"
+  SECRET_SOURCE="\$(cat '$file')"
+}
+use_secret GIFTCARD_JWT_SECRET "$RUN_DIR/jwt-secret"
+JWT_SECRET_SOURCE="$SECRET_SOURCE"
+use_secret GIFTCARD_MESSAGE_SECRET "$RUN_DIR/message-secret"
+MESSAGE_SECRET_SOURCE="$SECRET_SOURCE"
+
+# as_nats_user USER CMD...: runs CMD as NATS user USER of the private NATS
+# (with your NATS_* settings when NATS is yours).
+as_nats_user() {
+  local user="$1"
+  shift
+  if ((PRIVATE_NATS)); then
+    NATS_USER="$user" NATS_PASSWORD="$(nats_password "$NATS_CONF_DIR/passwords.env" "$user")" "$@"
+  else
+    "$@"
+  fi
+}
 
 export GIFTCARD_API_LISTEN="${GIFTCARD_API_LISTEN:-127.0.0.1:8080}"
 export GIFTCARD_WORKER_LISTEN="${GIFTCARD_WORKER_LISTEN:-127.0.0.1:9090}"
@@ -413,6 +459,12 @@ export GIFTCARD_API_URL="$API_URL"
   printf 'export GIFTCARD_STACK_NATS_URL=%q\n' "$NATS_URL"
   printf 'export GIFTCARD_STACK_DATABASE_URL=%q\n' "$DATABASE_URL"
   [[ -n "$JWT_SECRET_SOURCE" ]] && printf 'export GIFTCARD_JWT_SECRET="%s"\n' "$JWT_SECRET_SOURCE"
+  [[ -n "$MESSAGE_SECRET_SOURCE" ]] && printf 'export GIFTCARD_MESSAGE_SECRET="%s"\n' "$MESSAGE_SECRET_SOURCE"
+  if ((PRIVATE_NATS)); then
+    # A shell is an operator: read-only NATS access (`nats stream report`).
+    echo "export NATS_USER=giftcard-operator"
+    printf 'export NATS_PASSWORD="$(. %q; echo "$GIFTCARD_NATS_OPERATOR_PASSWORD")"\n' "$NATS_CONF_DIR/passwords.env"
+  fi
   printf 'export GIFTCARD_API_LISTEN=%q\n' "$GIFTCARD_API_LISTEN"
   printf 'export GIFTCARD_WORKER_LISTEN=%q\n' "$GIFTCARD_WORKER_LISTEN"
   printf 'export GIFTCARD_API_URL=%q\n' "$API_URL"
@@ -425,6 +477,9 @@ if [[ "$MODE" == infra ]]; then
 Infrastructure is up.
   NATS_URL=$NATS_URL${NATS_MONITOR_URL:+   (monitoring: $NATS_MONITOR_URL)}
   DATABASE_URL=$DATABASE_URL
+  NATS users:               giftcard-api, giftcard-worker, giftcard-provisioner,
+                            giftcard-operator; passwords in $NATS_CONF_DIR/passwords.env
+  Before the services:      NATS_USER=giftcard-provisioner NATS_PASSWORD=... giftcard-migrate nats
   Environment for a shell:  source .run/env
   Logs:                     $LOG_DIR/
   Stop it:                  ./scripts/stack.sh down
@@ -433,12 +488,17 @@ EOF
 fi
 
 # ---------------------------------------------------------------------------
-# 5. Migrations, api, worker
+# 5. Migrations, NATS provisioning, api, worker
 
 info "applying migrations (giftcard-migrate up)"
 "$TARGET_DIR/giftcard-migrate" up >"$LOG_DIR/migrate.log" 2>&1 || {
   show_log_tail "$LOG_DIR/migrate.log"
   die "giftcard-migrate up failed (log above): fix the cause and re-run ./scripts/stack.sh"
+}
+info "provisioning the NATS streams and buckets (giftcard-migrate nats, as giftcard-provisioner)"
+as_nats_user giftcard-provisioner "$TARGET_DIR/giftcard-migrate" nats >>"$LOG_DIR/migrate.log" 2>&1 || {
+  show_log_tail "$LOG_DIR/migrate.log"
+  die "giftcard-migrate nats failed (log above): fix the cause and re-run ./scripts/stack.sh"
 }
 
 # require_listen_free SERVICE HOST:PORT VARIABLE
@@ -451,9 +511,9 @@ require_listen_free api "$GIFTCARD_API_LISTEN" GIFTCARD_API_LISTEN
 require_listen_free worker "$GIFTCARD_WORKER_LISTEN" GIFTCARD_WORKER_LISTEN
 
 info "starting giftcard-api on $GIFTCARD_API_LISTEN, log $LOG_DIR/api.log"
-start_bg api "$LOG_DIR/api.log" "$TARGET_DIR/giftcard-api"
+as_nats_user giftcard-api start_bg api "$LOG_DIR/api.log" "$TARGET_DIR/giftcard-api"
 info "starting giftcard-worker on $GIFTCARD_WORKER_LISTEN, log $LOG_DIR/worker.log"
-start_bg worker "$LOG_DIR/worker.log" "$TARGET_DIR/giftcard-worker"
+as_nats_user giftcard-worker start_bg worker "$LOG_DIR/worker.log" "$TARGET_DIR/giftcard-worker"
 
 info "waiting for $API_URL/readyz"
 wait_for_http "$API_URL/readyz" "$READY_TIMEOUT" "$(<"$PID_DIR/api.pid")" || {

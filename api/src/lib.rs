@@ -26,7 +26,7 @@ use axum::http::{HeaderName, Request};
 use axum::Router;
 use giftcard_shared::config::ApiSettings;
 use giftcard_shared::telemetry as shared_telemetry;
-use giftcard_shared::topology::{self, TopologyOptions};
+use giftcard_shared::topology;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -41,13 +41,14 @@ use crate::state::{AppState, Inner};
 /// Largest JSON body accepted outside code imports.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// What the `giftcard-api` binary does: loads the configuration from the
-/// environment, binds, connects, and [`run`]s until SIGTERM or Ctrl-C.
-pub async fn run_from_env() -> anyhow::Result<()> {
-    let settings = ApiSettings::from_env()?;
+/// What the `giftcard-api` binary does with its settings: validates them,
+/// binds, connects as the `giftcard-api` NATS identity, and [`run`]s until
+/// SIGTERM or Ctrl-C.
+pub async fn run_with(settings: ApiSettings) -> anyhow::Result<()> {
+    let settings = settings.validated()?;
     tracing::info!(?settings, "configuration");
     let s = giftcard_shared::process::start(
-        "giftcard-api",
+        giftcard_shared::nats::API,
         &settings.common,
         settings.listen,
         "GIFTCARD_API_LISTEN",
@@ -70,10 +71,11 @@ pub async fn run(
     let _ = shared_telemetry::metrics_handle();
     telemetry::describe();
     let js = async_nats::jetstream::new(nats.clone());
-    let opts = TopologyOptions::new(settings.common.partitions, settings.common.stream_replicas);
-    let topology = topology::ensure(&js, &opts).await?;
+    let topology = topology::open(&js, settings.common.partitions).await?;
     let replies = Replies::start(&nats, shutdown.clone()).await?;
+    let signer = giftcard_shared::signing::MessageSigner::new(&settings.keys);
     let state = AppState::new(Inner {
+        signer,
         settings,
         db,
         nats,

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use giftcard_shared::contract::PurchaseReply;
+use giftcard_shared::contract::{PurchaseReply, REPLY_PREFIX};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -59,7 +59,7 @@ impl Replies {
         client: &async_nats::Client,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
-        let prefix = format!("giftcard.reply.{}", Uuid::new_v4().simple());
+        let prefix = format!("{REPLY_PREFIX}{}", Uuid::new_v4().simple());
         let mut sub = client.subscribe(format!("{prefix}.*")).await?;
         let me = Arc::new(Self {
             prefix,

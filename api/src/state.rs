@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use giftcard_shared::config::ApiSettings;
+use giftcard_shared::signing::MessageSigner;
 use giftcard_shared::topology::Topology;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
@@ -21,6 +22,8 @@ pub struct Inner {
     pub nats: async_nats::Client,
     pub topology: Topology,
     pub replies: Arc<Replies>,
+    /// Signs purchase messages (and verifies dead letters before a replay).
+    pub signer: MessageSigner,
     pub metrics: PrometheusHandle,
     /// Last known PostgreSQL reachability (probed in the background), so
     /// the purchase path never waits on a database that is down.
@@ -44,7 +47,7 @@ impl AppState {
     /// The secrets a token may be signed with: the current one, then the
     /// one being rotated out (if any).
     pub fn jwt_secrets(&self) -> Vec<&str> {
-        std::iter::once(&self.settings.jwt_secret)
+        std::iter::once(self.settings.jwt_secret())
             .chain(&self.settings.jwt_previous_secret)
             .map(|s| s.expose())
             .collect()

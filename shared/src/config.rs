@@ -1,18 +1,27 @@
-//! Configuration from environment variables, validated at start.
+//! Configuration: one place for every setting's environment variable,
+//! default, allowed range and help.
 //!
-//! Every variable is documented in the README. `Debug` output redacts
-//! secrets (the JWT secret and any password in `DATABASE_URL`), so a
-//! settings struct can be logged at start-up.
+//! Each binary's settings are a `clap` parser whose arguments all read an
+//! environment variable (`env = …`), so `giftcard-api --help` lists every
+//! setting with its variable and default, a command-line flag can override
+//! one for a quick experiment, and README.md's configuration table is
+//! checked against these definitions by a test. Values are validated at
+//! start; a bad one stops the process with a message that names the
+//! variable and what to set. `Debug` output redacts secrets (the JWT and
+//! message secrets, NATS passwords and tokens, any password in
+//! `DATABASE_URL`), and `--help` never prints a secret's current value.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use clap::{Args, Parser};
 
 /// A configuration problem, with what to do about it.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
-pub struct ConfigError(String);
+pub struct ConfigError(pub String);
 
 /// A secret string: never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -61,282 +70,591 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// Settings every process shares.
-#[derive(Debug, Clone)]
+// Secrets and the database URL are taken as they are and checked in
+// `validated()`: clap's own errors quote the offending value, which must
+// never happen to a secret.
+fn database_url(s: &str) -> Result<DatabaseUrl, String> {
+    Ok(DatabaseUrl::new(s))
+}
+
+fn secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s))
+}
+
+fn check_database_url(url: &DatabaseUrl) -> Result<(), ConfigError> {
+    let s = url.expose();
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        return Ok(());
+    }
+    Err(ConfigError(
+        "DATABASE_URL must start with postgres:// or postgresql://, such as \
+         postgres://giftcard@127.0.0.1:5432/giftcard"
+            .into(),
+    ))
+}
+
+/// Checks that `secret` (named `var`) has at least 32 bytes.
+fn check_secret(var: &str, secret: Option<&Secret>) -> Result<(), ConfigError> {
+    match secret {
+        Some(s) if s.expose().len() < 32 => Err(ConfigError(format!(
+            "{var} is too short: use at least 32 bytes (`openssl rand -hex 32`)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `GIFTCARD_PARTITIONS`: default and range (services and provisioning).
+const DEFAULT_PARTITIONS: u16 = 64;
+fn partitions() -> clap::builder::RangedI64ValueParser<u16> {
+    clap::value_parser!(u16).range(1..=1024)
+}
+
+/// `GIFTCARD_LEASE_TTL_MS`: default and range (workers and provisioning).
+const DEFAULT_LEASE_TTL_MS: &str = "6000";
+fn lease_ttl() -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    millis(1000, 300_000)
+}
+
+/// A value parser for a count of milliseconds in `lo..=hi`, as a `Duration`.
+fn millis(lo: u64, hi: u64) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |s| {
+        let v: u64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected milliseconds {lo}..={hi}"))?;
+        if !(lo..=hi).contains(&v) {
+            return Err(format!("out of range: expected {lo}..={hi} milliseconds"));
+        }
+        Ok(Duration::from_millis(v))
+    }
+}
+
+/// A value parser for a count of seconds in `lo..=hi`, as a `Duration`.
+fn secs(lo: u64, hi: u64) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |s| {
+        millis(lo * 1000, hi * 1000)(&format!("{}000", s.trim()))
+            .map_err(|_| format!("expected seconds {lo}..={hi}"))
+    }
+}
+
+/// How a process connects to NATS: servers, credentials and TLS.
+#[derive(Debug, Clone, Args)]
+pub struct NatsSettings {
+    /// NATS server URL, or a comma-separated list of servers of one
+    /// cluster; `tls://` URLs require TLS.
+    #[arg(
+        id = "nats_url",
+        long = "nats-url",
+        env = "NATS_URL",
+        value_name = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub url: String,
+    /// User name (with NATS_PASSWORD).
+    #[arg(long = "nats-user", env = "NATS_USER", value_name = "NATS_USER")]
+    pub user: Option<String>,
+    /// Password of NATS_USER.
+    #[arg(long = "nats-password", env = "NATS_PASSWORD", value_name = "NATS_PASSWORD",
+          value_parser = secret, hide_env_values = true)]
+    pub password: Option<Secret>,
+    /// Authentication token (instead of a user).
+    #[arg(long = "nats-token", env = "NATS_TOKEN", value_name = "NATS_TOKEN",
+          value_parser = secret, hide_env_values = true)]
+    pub token: Option<Secret>,
+    /// A `.creds` file (user JWT and nkey seed) for NATS servers in
+    /// operator/JWT mode.
+    #[arg(
+        long = "nats-creds-file",
+        env = "NATS_CREDS_FILE",
+        value_name = "NATS_CREDS_FILE"
+    )]
+    pub creds_file: Option<PathBuf>,
+    /// A file holding a user nkey seed (`SU…`) for nkey authentication.
+    #[arg(
+        long = "nats-nkey-seed-file",
+        env = "NATS_NKEY_SEED_FILE",
+        value_name = "NATS_NKEY_SEED_FILE"
+    )]
+    pub nkey_seed_file: Option<PathBuf>,
+    /// PEM file of the CA(s) that signed the NATS servers' certificates;
+    /// turns TLS on.
+    #[arg(
+        long = "nats-tls-ca-file",
+        env = "NATS_TLS_CA_FILE",
+        value_name = "NATS_TLS_CA_FILE"
+    )]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (with NATS_TLS_KEY_FILE) for servers that
+    /// verify clients.
+    #[arg(
+        long = "nats-tls-cert-file",
+        env = "NATS_TLS_CERT_FILE",
+        value_name = "NATS_TLS_CERT_FILE"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of NATS_TLS_CERT_FILE.
+    #[arg(
+        long = "nats-tls-key-file",
+        env = "NATS_TLS_KEY_FILE",
+        value_name = "NATS_TLS_KEY_FILE"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl NatsSettings {
+    /// Plain, unauthenticated settings for `url` (tests, tools).
+    pub fn plain(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            user: None,
+            password: None,
+            token: None,
+            creds_file: None,
+            nkey_seed_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+
+    /// With a user and password.
+    pub fn with_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self.password = Some(Secret::new(password));
+        self
+    }
+
+    /// The servers of [`NatsSettings::url`].
+    pub fn servers(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// Whether TLS is required (a `tls://` URL or a CA file).
+    pub fn tls(&self) -> bool {
+        self.tls_ca_file.is_some() || self.servers().iter().any(|s| s.starts_with("tls://"))
+    }
+
+    /// Checks that the credentials and TLS files form one consistent choice.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let methods = [
+            (
+                "NATS_USER/NATS_PASSWORD",
+                self.user.is_some() || self.password.is_some(),
+            ),
+            ("NATS_TOKEN", self.token.is_some()),
+            ("NATS_CREDS_FILE", self.creds_file.is_some()),
+            ("NATS_NKEY_SEED_FILE", self.nkey_seed_file.is_some()),
+        ];
+        let chosen: Vec<&str> = methods.iter().filter(|m| m.1).map(|m| m.0).collect();
+        if chosen.len() > 1 {
+            return Err(ConfigError(format!(
+                "{} are all set: choose one way to authenticate to NATS and unset the others",
+                chosen.join(" and ")
+            )));
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return Err(ConfigError(
+                "NATS_USER and NATS_PASSWORD go together: set both, or neither".into(),
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError(
+                "NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE go together: set both, or neither".into(),
+            ));
+        }
+        if self.servers().is_empty() {
+            return Err(ConfigError(
+                "NATS_URL names no server: set it to e.g. nats://127.0.0.1:4222".into(),
+            ));
+        }
+        for (var, file) in [
+            ("NATS_CREDS_FILE", &self.creds_file),
+            ("NATS_NKEY_SEED_FILE", &self.nkey_seed_file),
+            ("NATS_TLS_CA_FILE", &self.tls_ca_file),
+            ("NATS_TLS_CERT_FILE", &self.tls_cert_file),
+            ("NATS_TLS_KEY_FILE", &self.tls_key_file),
+        ] {
+            if let Some(path) = file {
+                if let Err(e) = std::fs::metadata(path) {
+                    return Err(ConfigError(format!(
+                        "{var}={} cannot be read ({e}): fix the path or unset it",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Settings every service shares.
+#[derive(Debug, Clone, Args)]
 pub struct CommonSettings {
-    /// `DATABASE_URL` (required).
+    /// PostgreSQL URL, e.g. postgres://giftcard@127.0.0.1:5432/giftcard
+    /// (./scripts/stack.sh starts one for you).
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL",
+          value_parser = database_url, hide_env_values = true)]
     pub database_url: DatabaseUrl,
-    /// `NATS_URL`, default `nats://127.0.0.1:4222`.
-    pub nats_url: String,
-    /// `GIFTCARD_PARTITIONS`, default 64, 1..=1024. Must match the stream.
+    #[command(flatten)]
+    pub nats: NatsSettings,
+    /// Partitions of the purchase stream; must match the stream (a mismatch
+    /// is a startup error).
+    #[arg(long, env = "GIFTCARD_PARTITIONS", value_name = "GIFTCARD_PARTITIONS",
+          default_value_t = DEFAULT_PARTITIONS, value_parser = partitions())]
     pub partitions: u16,
-    /// `GIFTCARD_STREAM_REPLICAS`, default 1 (3 in production clusters).
-    pub stream_replicas: usize,
-    /// `GIFTCARD_DB_MAX_CONNECTIONS`, default 16.
+    /// PostgreSQL pool size per process.
+    #[arg(long, env = "GIFTCARD_DB_MAX_CONNECTIONS", value_name = "GIFTCARD_DB_MAX_CONNECTIONS",
+          default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
 }
 
+impl CommonSettings {
+    /// Checks the database URL and the NATS settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_database_url(&self.database_url)?;
+        self.nats.validate()
+    }
+}
+
+/// The secret purchase messages are signed with, and during a rotation the
+/// one being rotated out.
+#[derive(Debug, Clone, Args)]
+pub struct MessageKeys {
+    /// HMAC-SHA256 key that signs (api) and verifies (worker) every
+    /// purchase message; at least 32 bytes, the same on every api and
+    /// worker (required).
+    #[arg(long, env = "GIFTCARD_MESSAGE_SECRET", value_name = "GIFTCARD_MESSAGE_SECRET",
+          value_parser = secret, hide_env_values = true)]
+    pub message_secret: Option<Secret>,
+    /// During a rotation only: the secret being rotated out, whose
+    /// signatures are still accepted (see docs/security.md).
+    #[arg(long, env = "GIFTCARD_MESSAGE_PREVIOUS_SECRET",
+          value_name = "GIFTCARD_MESSAGE_PREVIOUS_SECRET",
+          value_parser = secret, hide_env_values = true)]
+    pub message_previous_secret: Option<Secret>,
+}
+
+impl MessageKeys {
+    /// The two secrets, with the current one required.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_secret("GIFTCARD_MESSAGE_SECRET", self.message_secret.as_ref())?;
+        check_secret(
+            "GIFTCARD_MESSAGE_PREVIOUS_SECRET",
+            self.message_previous_secret.as_ref(),
+        )?;
+        let Some(current) = &self.message_secret else {
+            return Err(ConfigError(
+                "GIFTCARD_MESSAGE_SECRET is not set: set it to the same random string of at \
+                 least 32 bytes on every api and worker (`openssl rand -hex 32`)"
+                    .into(),
+            ));
+        };
+        if self.message_previous_secret.as_ref() == Some(current) {
+            return Err(ConfigError(
+                "GIFTCARD_MESSAGE_PREVIOUS_SECRET equals GIFTCARD_MESSAGE_SECRET: set it to \
+                 the secret being rotated out, or unset it"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Keys from plain strings (tests, tools).
+    pub fn new(current: &str, previous: Option<&str>) -> Self {
+        Self {
+            message_secret: Some(Secret::new(current)),
+            message_previous_secret: previous.map(Secret::new),
+        }
+    }
+}
+
 /// Settings of `giftcard-api`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "giftcard-api",
+    version,
+    about = "The gift-card HTTP api: accepts purchases, publishes them to NATS JetStream, waits for the worker's reply.",
+    long_about = None,
+    after_help = "Every setting is read from the environment variable shown; a flag overrides it."
+)]
 pub struct ApiSettings {
+    #[command(flatten)]
     pub common: CommonSettings,
-    /// `GIFTCARD_JWT_SECRET` (required, at least 32 bytes).
-    pub jwt_secret: Secret,
-    /// `GIFTCARD_JWT_PREVIOUS_SECRET` (optional, at least 32 bytes): during
-    /// a rotation, tokens signed with it are still accepted.
+    #[command(flatten)]
+    pub keys: MessageKeys,
+    /// HS256 secret of the bearer tokens, at least 32 bytes (required).
+    #[arg(long, env = "GIFTCARD_JWT_SECRET", value_name = "GIFTCARD_JWT_SECRET",
+          value_parser = secret, hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// During a rotation only: the JWT secret being rotated out, whose
+    /// tokens are still accepted (docs/operations.md, section 4).
+    #[arg(long, env = "GIFTCARD_JWT_PREVIOUS_SECRET", value_name = "GIFTCARD_JWT_PREVIOUS_SECRET",
+          value_parser = secret, hide_env_values = true)]
     pub jwt_previous_secret: Option<Secret>,
-    /// `GIFTCARD_API_LISTEN`, default `127.0.0.1:8080`.
+    /// Listen address of the HTTP api.
+    #[arg(
+        long,
+        env = "GIFTCARD_API_LISTEN",
+        value_name = "GIFTCARD_API_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
-    /// `GIFTCARD_DEFAULT_WAIT_SECS`, default 5: wait used without `Prefer`.
+    /// Listen address of `/metrics` alone; unset, `/metrics` is served on
+    /// GIFTCARD_API_LISTEN. Set it where an Ingress publishes the api.
+    #[arg(
+        long,
+        env = "GIFTCARD_API_METRICS_LISTEN",
+        value_name = "GIFTCARD_API_METRICS_LISTEN"
+    )]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Seconds a purchase waits for its outcome without `Prefer`.
+    #[arg(long = "default-wait-secs", env = "GIFTCARD_DEFAULT_WAIT_SECS",
+          value_name = "GIFTCARD_DEFAULT_WAIT_SECS", default_value = "5", value_parser = secs(0, 30))]
     pub default_wait: Duration,
-    /// `GIFTCARD_PUBLISH_TIMEOUT_MS`, default 5000: how long to wait for the
-    /// JetStream PubAck before answering 503.
+    /// Milliseconds to wait for JetStream's PubAck before answering 503.
+    #[arg(long = "publish-timeout-ms", env = "GIFTCARD_PUBLISH_TIMEOUT_MS",
+          value_name = "GIFTCARD_PUBLISH_TIMEOUT_MS", default_value = "5000",
+          value_parser = millis(100, 60_000))]
     pub publish_timeout: Duration,
 }
 
-/// Settings of `giftcard-worker`.
-#[derive(Debug, Clone)]
-pub struct WorkerSettings {
-    pub common: CommonSettings,
-    /// `GIFTCARD_WORKER_LISTEN`, default `127.0.0.1:9090` (`/healthz`,
-    /// `/readyz`, `/metrics`).
-    pub listen: SocketAddr,
-    /// `GIFTCARD_BATCH_SIZE`, default 128: most messages in one transaction.
-    pub batch_size: usize,
-    /// `GIFTCARD_MAX_ATTEMPTS`, default 8: attempts of a batch failing for a
-    /// technical reason before its messages are dead-lettered.
-    pub max_attempts: u32,
-    /// `GIFTCARD_RETRY_BASE_MS`, default 200: first retry delay (doubles).
-    pub retry_base: Duration,
-    /// `GIFTCARD_RETRY_MAX_MS`, default 10000: retry delay cap.
-    pub retry_max: Duration,
-    /// `GIFTCARD_ACK_WAIT_SECS`, default 15: redelivery of a silent
-    /// worker's unacknowledged messages.
-    pub ack_wait: Duration,
-    /// `GIFTCARD_LEASE_TTL_MS`, default 6000: a partition lease (and a
-    /// worker's registration) expires this long after its last renewal, so a
-    /// killed worker's partitions are re-owned within about this time.
-    pub lease_ttl: Duration,
-    /// `GIFTCARD_LEASE_RENEW_MS`, default 1000: how often leases are renewed
-    /// and the assignment recomputed (at most a third of the TTL).
-    pub lease_renew: Duration,
-    /// `GIFTCARD_STATEMENT_TIMEOUT_MS`, default 5000: a batch statement
-    /// running longer fails the attempt (retried, then dead-lettered).
-    pub statement_timeout: Duration,
-    /// `GIFTCARD_WORKER_ID`, default `<hostname>-<random>`: this replica's
-    /// name in leases, fences and `giftcardctl status`.
-    pub worker_id: String,
-}
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn parse_var<T: FromStr>(name: &str, default: T, rule: &str) -> Result<T, ConfigError> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| {
-            ConfigError(format!(
-                "{name}={v:?} is not valid: expected {rule}; fix or unset it"
-            ))
-        }),
-    }
-}
-
-fn in_range<T: PartialOrd + fmt::Display + Copy>(
-    name: &str,
-    v: T,
-    lo: T,
-    hi: T,
-) -> Result<T, ConfigError> {
-    if v < lo || v > hi {
-        return Err(ConfigError(format!(
-            "{name}={v} is out of range: expected {lo}..={hi}"
-        )));
-    }
-    Ok(v)
-}
-
-impl CommonSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let database_url = var("DATABASE_URL").ok_or_else(|| {
-            ConfigError(
-                "DATABASE_URL is not set: set it to a PostgreSQL URL such as \
-                 postgres://giftcard@127.0.0.1:5432/giftcard (./scripts/stack starts one for you)"
-                    .into(),
-            )
-        })?;
-        if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
-            return Err(ConfigError(
-                "DATABASE_URL must start with postgres:// or postgresql://".into(),
-            ));
-        }
-        let nats_url = var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into());
-        let partitions = parse_var("GIFTCARD_PARTITIONS", 64u16, "an integer 1..=1024")?;
-        let stream_replicas = parse_var("GIFTCARD_STREAM_REPLICAS", 1usize, "1, 3 or 5")?;
-        let db_max_connections =
-            parse_var("GIFTCARD_DB_MAX_CONNECTIONS", 16u32, "an integer 1..=1000")?;
-        Ok(Self {
-            database_url: DatabaseUrl::new(database_url),
-            nats_url,
-            partitions: in_range("GIFTCARD_PARTITIONS", partitions, 1, 1024)?,
-            stream_replicas: in_range("GIFTCARD_STREAM_REPLICAS", stream_replicas, 1, 5)?,
-            db_max_connections: in_range(
-                "GIFTCARD_DB_MAX_CONNECTIONS",
-                db_max_connections,
-                1,
-                1000,
-            )?,
-        })
-    }
-}
-
 impl ApiSettings {
+    /// Reads the settings from the command line and the environment;
+    /// `--help` and `--version` print and exit here.
+    pub fn from_command_line() -> Self {
+        <Self as Parser>::parse()
+    }
+
+    /// Reads the settings from the environment only (no command line).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let common = CommonSettings::from_env()?;
-        let jwt_secret = var("GIFTCARD_JWT_SECRET").ok_or_else(|| {
-            ConfigError(
+        Self::try_parse_from(["giftcard-api"])
+            .map_err(|e| ConfigError(e.to_string()))?
+            .validated()
+    }
+
+    /// Cross-setting checks clap cannot express.
+    pub fn validated(self) -> Result<Self, ConfigError> {
+        self.common.validate()?;
+        self.keys.validate()?;
+        check_secret("GIFTCARD_JWT_SECRET", self.jwt_secret.as_ref())?;
+        check_secret(
+            "GIFTCARD_JWT_PREVIOUS_SECRET",
+            self.jwt_previous_secret.as_ref(),
+        )?;
+        let Some(current) = &self.jwt_secret else {
+            return Err(ConfigError(
                 "GIFTCARD_JWT_SECRET is not set: set it to a random string of at least 32 \
                  bytes, e.g. `openssl rand -hex 32`"
                     .into(),
-            )
-        })?;
-        if jwt_secret.len() < 32 {
+            ));
+        };
+        if self.jwt_previous_secret.as_ref() == Some(current) {
             return Err(ConfigError(
-                "GIFTCARD_JWT_SECRET is too short: use at least 32 bytes (`openssl rand -hex 32`)"
+                "GIFTCARD_JWT_PREVIOUS_SECRET equals GIFTCARD_JWT_SECRET: set it to the \
+                 secret being rotated out, or unset it"
                     .into(),
             ));
         }
-        let jwt_previous_secret = match var("GIFTCARD_JWT_PREVIOUS_SECRET") {
-            None => None,
-            Some(s) if s.len() < 32 => {
-                return Err(ConfigError(
-                    "GIFTCARD_JWT_PREVIOUS_SECRET is too short: it must be the previous \
-                     GIFTCARD_JWT_SECRET (at least 32 bytes); unset it when no rotation is under way"
-                        .into(),
-                ))
-            }
-            Some(s) if s == jwt_secret => {
-                return Err(ConfigError(
-                    "GIFTCARD_JWT_PREVIOUS_SECRET equals GIFTCARD_JWT_SECRET: set it to the \
-                     secret being rotated out, or unset it"
-                        .into(),
-                ))
-            }
-            Some(s) => Some(Secret::new(s)),
-        };
-        let listen = parse_var(
-            "GIFTCARD_API_LISTEN",
-            SocketAddr::from(([127, 0, 0, 1], 8080)),
-            "host:port such as 127.0.0.1:8080",
-        )?;
-        let wait = parse_var("GIFTCARD_DEFAULT_WAIT_SECS", 5u64, "seconds 0..=30")?;
-        let publish = parse_var("GIFTCARD_PUBLISH_TIMEOUT_MS", 5000u64, "milliseconds")?;
-        Ok(Self {
-            common,
-            jwt_secret: Secret::new(jwt_secret),
-            jwt_previous_secret,
-            listen,
-            default_wait: Duration::from_secs(in_range("GIFTCARD_DEFAULT_WAIT_SECS", wait, 0, 30)?),
-            publish_timeout: Duration::from_millis(in_range(
-                "GIFTCARD_PUBLISH_TIMEOUT_MS",
-                publish,
-                100,
-                60_000,
-            )?),
-        })
+        Ok(self)
+    }
+
+    /// The JWT secret (present once [`ApiSettings::validated`]).
+    pub fn jwt_secret(&self) -> &Secret {
+        self.jwt_secret
+            .as_ref()
+            .expect("validated settings have a JWT secret")
     }
 }
 
+/// Settings of `giftcard-worker`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "giftcard-worker",
+    version,
+    about = "The gift-card worker: owns partitions of the purchase stream, decides each card's purchases in order, one PostgreSQL transaction per batch.",
+    long_about = None,
+    after_help = "Every setting is read from the environment variable shown; a flag overrides it."
+)]
+pub struct WorkerSettings {
+    #[command(flatten)]
+    pub common: CommonSettings,
+    #[command(flatten)]
+    pub keys: MessageKeys,
+    /// Listen address of the worker's `/healthz`, `/readyz` and `/metrics`.
+    #[arg(
+        long,
+        env = "GIFTCARD_WORKER_LISTEN",
+        value_name = "GIFTCARD_WORKER_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub listen: SocketAddr,
+    /// Most messages in one transaction.
+    #[arg(long, env = "GIFTCARD_BATCH_SIZE", value_name = "GIFTCARD_BATCH_SIZE",
+          default_value_t = 128,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    pub batch_size: usize,
+    /// Attempts of a message whose statement keeps failing while the rest of
+    /// its batch succeeds, before it is dead-lettered.
+    #[arg(long, env = "GIFTCARD_MAX_ATTEMPTS", value_name = "GIFTCARD_MAX_ATTEMPTS",
+          default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds (doubles each attempt, with jitter).
+    #[arg(long = "retry-base-ms", env = "GIFTCARD_RETRY_BASE_MS",
+          value_name = "GIFTCARD_RETRY_BASE_MS", default_value = "200", value_parser = millis(1, 60_000))]
+    pub retry_base: Duration,
+    /// Retry delay cap in milliseconds.
+    #[arg(long = "retry-max-ms", env = "GIFTCARD_RETRY_MAX_MS",
+          value_name = "GIFTCARD_RETRY_MAX_MS", default_value = "10000", value_parser = millis(1, 600_000))]
+    pub retry_max: Duration,
+    /// Seconds after which a silent worker's unacknowledged messages are
+    /// redelivered.
+    #[arg(long = "ack-wait-secs", env = "GIFTCARD_ACK_WAIT_SECS",
+          value_name = "GIFTCARD_ACK_WAIT_SECS", default_value = "15", value_parser = secs(5, 600))]
+    pub ack_wait: Duration,
+    /// Milliseconds after its last renewal that a partition lease (and a
+    /// worker's registration) expires; must equal the lease bucket's age set
+    /// by `giftcard-migrate nats`.
+    #[arg(long = "lease-ttl-ms", env = "GIFTCARD_LEASE_TTL_MS",
+          value_name = "GIFTCARD_LEASE_TTL_MS", default_value = DEFAULT_LEASE_TTL_MS,
+          value_parser = lease_ttl())]
+    pub lease_ttl: Duration,
+    /// Lease renewal and rebalancing period in milliseconds (at most a third
+    /// of the TTL).
+    #[arg(long = "lease-renew-ms", env = "GIFTCARD_LEASE_RENEW_MS",
+          value_name = "GIFTCARD_LEASE_RENEW_MS", default_value = "1000", value_parser = millis(100, 100_000))]
+    pub lease_renew: Duration,
+    /// A batch statement running longer (milliseconds) fails its attempt.
+    #[arg(long = "statement-timeout-ms", env = "GIFTCARD_STATEMENT_TIMEOUT_MS",
+          value_name = "GIFTCARD_STATEMENT_TIMEOUT_MS", default_value = "5000",
+          value_parser = millis(100, 600_000))]
+    pub statement_timeout: Duration,
+    /// This replica's name in leases, fences and `giftcardctl status`
+    /// (1 to 64 letters, digits, '-' or '_'); default `<hostname>-<random>`.
+    #[arg(long, env = "GIFTCARD_WORKER_ID", value_name = "GIFTCARD_WORKER_ID",
+          value_parser = worker_id)]
+    pub worker_id: Option<String>,
+}
+
+fn worker_id(s: &str) -> Result<String, String> {
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("use 1 to 64 letters, digits, '-' or '_'".into());
+    }
+    Ok(s.to_owned())
+}
+
 impl WorkerSettings {
+    /// Reads the settings from the command line and the environment;
+    /// `--help` and `--version` print and exit here.
+    pub fn from_command_line() -> Self {
+        <Self as Parser>::parse()
+    }
+
+    /// Reads the settings from the environment only (no command line).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let common = CommonSettings::from_env()?;
-        let listen = parse_var(
-            "GIFTCARD_WORKER_LISTEN",
-            SocketAddr::from(([127, 0, 0, 1], 9090)),
-            "host:port such as 127.0.0.1:9090",
-        )?;
-        let batch_size = parse_var("GIFTCARD_BATCH_SIZE", 128usize, "an integer 1..=1000")?;
-        let max_attempts = parse_var("GIFTCARD_MAX_ATTEMPTS", 8u32, "an integer 1..=100")?;
-        let retry_base = parse_var("GIFTCARD_RETRY_BASE_MS", 200u64, "milliseconds")?;
-        let retry_max = parse_var("GIFTCARD_RETRY_MAX_MS", 10_000u64, "milliseconds")?;
-        let ack_wait = parse_var("GIFTCARD_ACK_WAIT_SECS", 15u64, "seconds 5..=600")?;
-        let lease_ttl = parse_var(
-            "GIFTCARD_LEASE_TTL_MS",
-            6000u64,
-            "milliseconds 1000..=300000",
-        )?;
-        let lease_renew = parse_var("GIFTCARD_LEASE_RENEW_MS", 1000u64, "milliseconds")?;
-        let lease_ttl = in_range("GIFTCARD_LEASE_TTL_MS", lease_ttl, 1000, 300_000)?;
-        let lease_renew = in_range("GIFTCARD_LEASE_RENEW_MS", lease_renew, 100, lease_ttl / 3)?;
-        let statement_timeout = parse_var(
-            "GIFTCARD_STATEMENT_TIMEOUT_MS",
-            5000u64,
-            "milliseconds 100..=600000",
-        )?;
-        let statement_timeout = in_range(
-            "GIFTCARD_STATEMENT_TIMEOUT_MS",
-            statement_timeout,
-            100,
-            600_000,
-        )?;
-        let worker_id = match var("GIFTCARD_WORKER_ID") {
-            Some(id) => id,
-            None => default_worker_id(),
-        };
-        if worker_id.is_empty()
-            || worker_id.len() > 64
-            || !worker_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        Self::try_parse_from(["giftcard-worker"])
+            .map_err(|e| ConfigError(e.to_string()))?
+            .validated()
+    }
+
+    /// Cross-setting checks clap cannot express; fills in the worker id.
+    pub fn validated(mut self) -> Result<Self, ConfigError> {
+        self.common.validate()?;
+        self.keys.validate()?;
+        if self.lease_renew > self.lease_ttl / 3 {
             return Err(ConfigError(format!(
-                "GIFTCARD_WORKER_ID={worker_id:?} is not valid: use 1 to 64 letters, digits, '-' or '_'"
+                "GIFTCARD_LEASE_RENEW_MS={} is more than a third of GIFTCARD_LEASE_TTL_MS={}: \
+                 lower it to at most {}",
+                self.lease_renew.as_millis(),
+                self.lease_ttl.as_millis(),
+                self.lease_ttl.as_millis() / 3
             )));
         }
-        Ok(Self {
-            common,
-            listen,
-            batch_size: in_range("GIFTCARD_BATCH_SIZE", batch_size, 1, 1000)?,
-            max_attempts: in_range("GIFTCARD_MAX_ATTEMPTS", max_attempts, 1, 100)?,
-            retry_base: Duration::from_millis(in_range(
-                "GIFTCARD_RETRY_BASE_MS",
-                retry_base,
-                1,
-                60_000,
-            )?),
-            retry_max: Duration::from_millis(in_range(
-                "GIFTCARD_RETRY_MAX_MS",
-                retry_max,
-                1,
-                600_000,
-            )?),
-            ack_wait: Duration::from_secs(in_range("GIFTCARD_ACK_WAIT_SECS", ack_wait, 5, 600)?),
-            lease_ttl: Duration::from_millis(lease_ttl),
-            lease_renew: Duration::from_millis(lease_renew),
-            statement_timeout: Duration::from_millis(statement_timeout),
-            worker_id,
-        })
+        self.worker_id.get_or_insert_with(default_worker_id);
+        Ok(self)
+    }
+
+    /// Defaults for everything but the connections and the message keys
+    /// (tests and embedding).
+    pub fn with_defaults(common: CommonSettings, keys: MessageKeys) -> Self {
+        let mut s: Self = defaults("giftcard-worker");
+        s.common = common;
+        s.keys = keys;
+        s.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        s.worker_id = Some(default_worker_id());
+        s
+    }
+
+    /// This replica's id (present once [`WorkerSettings::validated`]).
+    pub fn id(&self) -> &str {
+        self.worker_id.as_deref().unwrap_or("worker")
     }
 }
 
-impl WorkerSettings {
-    /// Defaults for everything but the URLs (tests and embedding).
-    pub fn with_defaults(common: CommonSettings) -> Self {
-        Self {
-            common,
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            batch_size: 128,
-            max_attempts: 8,
-            retry_base: Duration::from_millis(200),
-            retry_max: Duration::from_secs(10),
-            ack_wait: Duration::from_secs(15),
-            lease_ttl: Duration::from_secs(6),
-            lease_renew: Duration::from_secs(1),
-            statement_timeout: Duration::from_secs(5),
-            worker_id: default_worker_id(),
-        }
+/// Settings of `giftcard-migrate nats`, the provisioning step that creates
+/// (or updates) the JetStream streams, buckets and the dead-letter
+/// indexer's consumer, as the `giftcard-provisioner` NATS identity.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "giftcard-migrate nats",
+    version,
+    about = "Creates or updates the NATS JetStream topology (streams, buckets, the dead-letter consumer). Idempotent; run before the first start and after changing a setting below.",
+    long_about = None,
+    after_help = "Every setting is read from the environment variable shown; a flag overrides it."
+)]
+pub struct ProvisionSettings {
+    #[command(flatten)]
+    pub nats: NatsSettings,
+    /// Partitions of the purchase stream (fixed once created: see
+    /// docs/operations.md, "Changing the partition count").
+    #[arg(long, env = "GIFTCARD_PARTITIONS", value_name = "GIFTCARD_PARTITIONS",
+          default_value_t = DEFAULT_PARTITIONS, value_parser = partitions())]
+    pub partitions: u16,
+    /// JetStream replicas of every stream and bucket (3 on a production
+    /// cluster).
+    #[arg(long, env = "GIFTCARD_STREAM_REPLICAS", value_name = "GIFTCARD_STREAM_REPLICAS",
+          default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5))]
+    pub stream_replicas: usize,
+    /// The workers' lease TTL in milliseconds: the age of the lease and
+    /// worker buckets.
+    #[arg(long = "lease-ttl-ms", env = "GIFTCARD_LEASE_TTL_MS",
+          value_name = "GIFTCARD_LEASE_TTL_MS", default_value = DEFAULT_LEASE_TTL_MS,
+          value_parser = lease_ttl())]
+    pub lease_ttl: Duration,
+}
+
+impl ProvisionSettings {
+    /// Reads the settings from `args` (after `nats`) and the environment.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Self {
+        <Self as Parser>::parse_from(
+            std::iter::once("giftcard-migrate nats".to_owned()).chain(args),
+        )
     }
+
+    /// The topology these settings describe.
+    pub fn topology(&self) -> crate::topology::TopologyOptions {
+        let mut t = crate::topology::TopologyOptions::new(self.partitions, self.stream_replicas);
+        t.lease_ttl = self.lease_ttl;
+        t
+    }
+}
+
+/// The settings `T` with every default, ignoring the environment (the one
+/// required value, `DATABASE_URL`, gets a placeholder to be replaced).
+fn defaults<T: Parser>(name: &str) -> T {
+    let command = T::command().mut_args(|a| a.env(clap::builder::Resettable::Reset));
+    let matches = command
+        .try_get_matches_from([name, "--database-url", "postgres://placeholder"])
+        .expect("the defaults parse");
+    T::from_arg_matches(&matches).expect("the defaults parse")
 }
 
 /// `<hostname>-<8 random hex>`, unique per process start.
@@ -371,5 +689,47 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("app:***@db"), "{shown}");
         assert_eq!(format!("{:?}", Secret::new("s3cret")), "\"<redacted>\"");
+    }
+
+    #[test]
+    fn nats_credentials_are_one_consistent_choice() {
+        let base = NatsSettings::plain("nats://127.0.0.1:4222");
+        assert!(base.validate().is_ok());
+        assert!(base.clone().with_user("u", "p").validate().is_ok());
+        let mut both = base.clone().with_user("u", "p");
+        both.token = Some(Secret::new("t"));
+        let e = both.validate().unwrap_err().to_string();
+        assert!(e.contains("NATS_TOKEN") && e.contains("NATS_USER"), "{e}");
+        let mut half = base.clone();
+        half.user = Some("u".into());
+        assert!(half
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("NATS_PASSWORD"));
+        let mut missing = base;
+        missing.tls_ca_file = Some("/nonexistent/ca.pem".into());
+        let e = missing.validate().unwrap_err().to_string();
+        assert!(e.contains("NATS_TLS_CA_FILE=/nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let mut nats = NatsSettings::plain("nats://x:4222").with_user("api", "hunter2-password");
+        nats.token = Some(Secret::new("tok-en-value"));
+        let keys = MessageKeys::new("m".repeat(40).as_str(), Some("p".repeat(40).as_str()));
+        let shown = format!("{nats:?} {keys:?}");
+        for s in ["hunter2-password", "tok-en-value", "mmmmmmmm", "pppppppp"] {
+            assert!(!shown.contains(s), "{s} shown in {shown}");
+        }
+    }
+
+    #[test]
+    fn durations_are_parsed_in_their_unit_and_range() {
+        assert_eq!(millis(1, 10)("7"), Ok(Duration::from_millis(7)));
+        assert!(millis(1, 10)("11").is_err());
+        assert_eq!(secs(0, 30)("30"), Ok(Duration::from_secs(30)));
+        assert!(secs(0, 30)("31").is_err());
+        assert!(secs(0, 30)("x").is_err());
     }
 }

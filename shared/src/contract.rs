@@ -32,8 +32,12 @@ pub const DLQ_SUBJECT_PREFIX: &str = "purchases_dlq";
 pub const MESSAGE_VERSION: u32 = 1;
 
 /// Header naming the subject on which the worker publishes the result.
-/// (JetStream does not keep a message's NATS reply subject.)
+/// (JetStream does not keep a message's NATS reply subject.) Always under
+/// [`REPLY_PREFIX`]; the worker replies to nothing else.
 pub const HEADER_REPLY_TO: &str = "Giftcard-Reply-To";
+/// Prefix of every reply subject: `giftcard.reply.<api instance>.<purchase>`.
+/// Only the api's NATS identity may subscribe to it.
+pub const REPLY_PREFIX: &str = "giftcard.reply.";
 /// Header carrying the payload version (also inside the payload).
 pub const HEADER_VERSION: &str = "Giftcard-Version";
 /// The `X-Request-Id` of the HTTP request that published the message (for
@@ -47,6 +51,8 @@ pub const HEADER_DLQ_REASON: &str = "Giftcard-Dlq-Reason";
 pub const HEADER_DLQ_ATTEMPTS: &str = "Giftcard-Dlq-Attempts";
 pub const HEADER_DLQ_SUBJECT: &str = "Giftcard-Dlq-Original-Subject";
 pub const HEADER_DLQ_SEQUENCE: &str = "Giftcard-Dlq-Original-Sequence";
+/// The original message's `Nats-Msg-Id` (part of what its signature covers).
+pub const HEADER_DLQ_MSG_ID: &str = "Giftcard-Dlq-Original-Msg-Id";
 pub const HEADER_DLQ_ID: &str = "Giftcard-Dlq-Id";
 pub const HEADER_DLQ_PURCHASE_ID: &str = "Giftcard-Dlq-Purchase-Id";
 pub const HEADER_DLQ_GIFT_CARD_ID: &str = "Giftcard-Dlq-Gift-Card-Id";

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CommonSettings;
+use crate::nats::Identity;
 use crate::{db, telemetry};
 
 /// The connections and listener a service's `run` takes.
@@ -21,36 +22,17 @@ pub struct Started {
     pub shutdown: CancellationToken,
 }
 
-/// Binds `addr` (named by `listen_var` in errors) and connects lazily to
-/// PostgreSQL (a service starts while it is down) and to NATS.
+/// Binds `addr` (named by `listen_var` in errors), connects lazily to
+/// PostgreSQL (a service starts while it is down) and to NATS as `identity`.
 pub async fn start(
-    service: &str,
+    identity: Identity,
     common: &CommonSettings,
     addr: SocketAddr,
     listen_var: &str,
 ) -> anyhow::Result<Started> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {addr} ({e}); set {listen_var} to a free address")
-    })?;
+    let listener = bind(addr, listen_var).await?;
     let db = db::connect(common, true).await?;
-    let nats = async_nats::ConnectOptions::new()
-        .name(service)
-        // A comma-separated list names several servers of one cluster.
-        .connect(
-            common
-                .nats_url
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>(),
-        )
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach NATS at {} ({e}); start it (./scripts/stack.sh) or fix NATS_URL",
-                common.nats_url
-            )
-        })?;
+    let nats = crate::nats::connect(&common.nats, identity).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(telemetry::cancel_on_signal(shutdown.clone()));
     Ok(Started {
@@ -58,6 +40,13 @@ pub async fn start(
         db,
         nats,
         shutdown,
+    })
+}
+
+/// Binds `addr`; the error names `listen_var`.
+pub async fn bind(addr: SocketAddr, listen_var: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {addr} ({e}); set {listen_var} to a free address")
     })
 }
 

@@ -1,5 +1,10 @@
-//! Creates or verifies the JetStream topology, idempotently, at start-up of
-//! every api and worker process.
+//! The JetStream topology: [`provision`] creates or updates it (the
+//! `giftcard-migrate nats` step, run as the `giftcard-provisioner` NATS
+//! identity, the only one allowed to create streams and buckets); [`open`]
+//! and [`open_coordination`] verify it at start-up of every api and worker,
+//! which refuse to start when it is missing or differs from their settings.
+//! Workers create only their own per-lease consumers
+//! ([`take_over_partition`]).
 //!
 //! The partition count is recorded in the purchases stream's metadata; a
 //! process configured with another count refuses to start, because cards
@@ -48,6 +53,21 @@ pub enum TopologyError {
         existing: String,
         expected: String,
     },
+    #[error(
+        "{what} does not exist (or this identity may not read it): run `giftcard-migrate nats` \
+         (the provisioning step, as giftcard-provisioner) against this NATS first"
+    )]
+    Missing { what: String },
+    #[error(
+        "bucket {bucket} expires entries after {existing_ms} ms but GIFTCARD_LEASE_TTL_MS={configured_ms}: \
+         run `giftcard-migrate nats` with GIFTCARD_LEASE_TTL_MS={configured_ms}, or set the workers' \
+         GIFTCARD_LEASE_TTL_MS={existing_ms}"
+    )]
+    LeaseTtlMismatch {
+        bucket: String,
+        existing_ms: u128,
+        configured_ms: u128,
+    },
     #[error("JetStream request failed: {0}; is NATS_URL pointing at a JetStream-enabled server?")]
     Nats(String),
 }
@@ -60,9 +80,16 @@ fn nats_err(e: impl std::fmt::Display) -> TopologyError {
 #[derive(Debug, Clone)]
 pub struct TopologyOptions {
     pub partitions: u16,
+    /// Replicas of every stream and bucket (provisioning); consumers
+    /// inherit their stream's.
     pub replicas: usize,
     /// How long the purchases stream keeps messages (audit and replay).
     pub max_age: Duration,
+    /// Window in which the stream drops a second message with the same
+    /// `Nats-Msg-Id` (a retried purchase).
+    pub duplicate_window: Duration,
+    /// Max age of the lease and worker buckets: the workers' lease TTL.
+    pub lease_ttl: Duration,
     /// Redelivery delay of an unacknowledged message.
     pub ack_wait: Duration,
     /// Most unacknowledged messages per partition: one batch, so that a
@@ -76,6 +103,8 @@ impl TopologyOptions {
             partitions,
             replicas,
             max_age: Duration::from_secs(7 * 24 * 3600),
+            duplicate_window: Duration::from_secs(300),
+            lease_ttl: Duration::from_secs(6),
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 128,
         }
@@ -91,31 +120,26 @@ pub struct Topology {
     pub accepted: kv::Store,
 }
 
-/// Creates the streams and the accepted-purchases bucket, or verifies them.
-/// Consumers are the worker's business: see [`ensure_consumers`].
-pub async fn ensure(
-    js: &jetstream::Context,
-    opts: &TopologyOptions,
-) -> Result<Topology, TopologyError> {
+fn purchases_config(opts: &TopologyOptions) -> stream::Config {
     let mut metadata = HashMap::new();
     metadata.insert(META_PARTITIONS.to_owned(), opts.partitions.to_string());
     metadata.insert(META_LAYOUT.to_owned(), LAYOUT.to_owned());
-    let purchases_cfg = stream::Config {
+    stream::Config {
         name: PURCHASES_STREAM.to_owned(),
         subjects: vec![format!("{SUBJECT_PREFIX}.*.*")],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
-        duplicate_window: Duration::from_secs(300),
+        duplicate_window: opts.duplicate_window,
         max_age: opts.max_age,
         num_replicas: opts.replicas,
         allow_direct: true,
         metadata,
         ..Default::default()
-    };
-    let mut purchases = get_or_create_stream(js, purchases_cfg).await?;
-    verify_partitions(&mut purchases, opts.partitions).await?;
+    }
+}
 
-    let dlq_cfg = stream::Config {
+fn dlq_config(opts: &TopologyOptions) -> stream::Config {
+    stream::Config {
         name: DLQ_STREAM.to_owned(),
         subjects: vec![format!("{DLQ_SUBJECT_PREFIX}.>")],
         storage: stream::StorageType::File,
@@ -124,24 +148,114 @@ pub async fn ensure(
         num_replicas: opts.replicas,
         allow_direct: true,
         ..Default::default()
-    };
-    let dlq = get_or_create_stream(js, dlq_cfg).await?;
+    }
+}
 
-    let accepted = match js.get_key_value(ACCEPTED_BUCKET).await {
-        Ok(kv) => kv,
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: ACCEPTED_BUCKET.to_owned(),
-                description: "purchase id -> what the api accepted (pending reads)".into(),
-                history: 1,
-                max_age: opts.max_age,
-                storage: stream::StorageType::File,
-                num_replicas: opts.replicas,
-                ..Default::default()
-            })
+fn bucket_config(name: &str, description: &str, max_age: Duration, replicas: usize) -> kv::Config {
+    kv::Config {
+        bucket: name.to_owned(),
+        description: description.to_owned(),
+        history: 1,
+        max_age,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    }
+}
+
+/// Creates the streams, buckets and the dead-letter indexer's consumer, or
+/// brings existing ones to `opts` (ages, replicas). Idempotent. Refuses to
+/// change the partition count of an existing purchases stream. Returns one
+/// line per object for the operator.
+pub async fn provision(
+    js: &jetstream::Context,
+    opts: &TopologyOptions,
+) -> Result<Vec<String>, TopologyError> {
+    let mut done = Vec::new();
+    put_stream(js, purchases_config(opts), Some(opts.partitions), &mut done).await?;
+    put_stream(js, dlq_config(opts), None, &mut done).await?;
+    for (name, description, age) in [
+        (
+            ACCEPTED_BUCKET,
+            "purchase id -> what the api accepted (pending reads)",
+            opts.max_age,
+        ),
+        (
+            LEASES_BUCKET,
+            "partition -> owning worker (fencing token)",
+            opts.lease_ttl,
+        ),
+        (
+            WORKERS_BUCKET,
+            "live workers (refreshed every renew period)",
+            opts.lease_ttl,
+        ),
+    ] {
+        js.create_or_update_key_value(bucket_config(name, description, age, opts.replicas))
             .await
-            .map_err(nats_err)?,
+            .map_err(nats_err)?;
+        done.push(format!(
+            "bucket {name}: max age {age:?}, {} replica(s)",
+            opts.replicas
+        ));
+    }
+    let dlq = js.get_stream(DLQ_STREAM).await.map_err(nats_err)?;
+    put_consumer(&dlq, dlq_index_config()).await?;
+    done.push(format!("consumer {DLQ_STREAM}/{DLQ_INDEX_CONSUMER}"));
+    Ok(done)
+}
+
+/// Creates `cfg`'s stream or updates it in place, after checking that an
+/// existing one is ours (same subjects) and, for the purchases stream, has
+/// `partitions`.
+async fn put_stream(
+    js: &jetstream::Context,
+    cfg: stream::Config,
+    partitions: Option<u16>,
+    done: &mut Vec<String>,
+) -> Result<(), TopologyError> {
+    let name = cfg.name.clone();
+    let existed = match js.get_stream(&name).await {
+        Ok(mut s) => {
+            check_stream(&mut s, &cfg.subjects, partitions).await?;
+            true
+        }
+        Err(_) => false,
     };
+    let info = js.create_or_update_stream(cfg).await.map_err(nats_err)?;
+    done.push(format!(
+        "stream {name}: {} (max age {:?}, {} replica(s))",
+        if existed { "updated" } else { "created" },
+        info.config.max_age,
+        info.config.num_replicas
+    ));
+    Ok(())
+}
+
+/// Opens the streams and the accepted-purchases bucket, verifying that they
+/// were provisioned for `partitions`.
+pub async fn open(js: &jetstream::Context, partitions: u16) -> Result<Topology, TopologyError> {
+    let missing = |what: &str| TopologyError::Missing {
+        what: what.to_owned(),
+    };
+    let mut purchases = js
+        .get_stream(PURCHASES_STREAM)
+        .await
+        .map_err(|_| missing(&format!("stream {PURCHASES_STREAM}")))?;
+    check_stream(
+        &mut purchases,
+        &[format!("{SUBJECT_PREFIX}.*.*")],
+        Some(partitions),
+    )
+    .await?;
+    let dlq = js
+        .get_stream(DLQ_STREAM)
+        .await
+        .map_err(|_| missing(&format!("stream {DLQ_STREAM}")))?;
+    let accepted = js
+        .get_key_value(ACCEPTED_BUCKET)
+        .await
+        .map_err(|_| missing(&format!("bucket {ACCEPTED_BUCKET}")))?;
     Ok(Topology {
         js: js.clone(),
         purchases,
@@ -150,32 +264,21 @@ pub async fn ensure(
     })
 }
 
-async fn get_or_create_stream(
-    js: &jetstream::Context,
-    cfg: stream::Config,
-) -> Result<stream::Stream, TopologyError> {
-    let name = cfg.name.clone();
-    let expected_subjects = cfg.subjects.clone();
-    let mut s = match js.get_stream(&name).await {
-        Ok(s) => s,
-        Err(_) => match js.create_stream(cfg).await {
-            Ok(s) => s,
-            // Another process created it between our get and create.
-            Err(_) => js.get_stream(&name).await.map_err(nats_err)?,
-        },
-    };
+async fn check_stream(
+    s: &mut stream::Stream,
+    subjects: &[String],
+    partitions: Option<u16>,
+) -> Result<(), TopologyError> {
     let info = s.info().await.map_err(nats_err)?;
-    if info.config.subjects != expected_subjects {
+    if info.config.subjects != subjects {
         return Err(TopologyError::ForeignStream {
-            name,
+            name: info.config.name.clone(),
             subjects: info.config.subjects.clone(),
         });
     }
-    Ok(s)
-}
-
-async fn verify_partitions(s: &mut stream::Stream, partitions: u16) -> Result<(), TopologyError> {
-    let info = s.info().await.map_err(nats_err)?;
+    let Some(partitions) = partitions else {
+        return Ok(());
+    };
     let existing = info
         .config
         .metadata
@@ -210,7 +313,8 @@ pub fn partition_consumer_config(
         // after GIFTCARD_MAX_ATTEMPTS, so nothing is dropped silently.
         max_deliver: -1,
         max_ack_pending: opts.max_ack_pending,
-        num_replicas: opts.replicas,
+        // 0: as many replicas as the stream.
+        num_replicas: 0,
         ..Default::default()
     }
 }
@@ -258,27 +362,20 @@ pub async fn take_over_partition(
     Ok((name, consumer))
 }
 
-/// Creates (or verifies) the worker-side consumers (the dead-letter indexer's).
-pub async fn ensure_consumers(
-    topology: &Topology,
-    opts: &TopologyOptions,
-) -> Result<(), TopologyError> {
-    ensure_consumer(
-        &topology.dlq,
-        consumer::pull::Config {
-            durable_name: Some(DLQ_INDEX_CONSUMER.to_owned()),
-            description: Some("indexes dead letters into PostgreSQL".into()),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
-            max_deliver: -1,
-            num_replicas: opts.replicas,
-            ..Default::default()
-        },
-    )
-    .await
+/// The dead-letter indexer's consumer (see the worker's `dead_letters`).
+fn dlq_index_config() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(DLQ_INDEX_CONSUMER.to_owned()),
+        description: Some("indexes dead letters into PostgreSQL".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: -1,
+        ..Default::default()
+    }
 }
 
-async fn ensure_consumer(
+/// Creates `cfg`'s durable consumer, or updates its tunables.
+async fn put_consumer(
     stream: &stream::Stream,
     cfg: consumer::pull::Config,
 ) -> Result<(), TopologyError> {
@@ -293,7 +390,6 @@ async fn ensure_consumer(
                     expected: cfg.filter_subject,
                 });
             }
-            // Tunables (batch size, ack wait) may change between releases.
             if info.config.ack_wait != cfg.ack_wait
                 || info.config.max_ack_pending != cfg.max_ack_pending
             {
@@ -301,14 +397,11 @@ async fn ensure_consumer(
             }
             Ok(())
         }
-        Err(_) => match stream.create_consumer(cfg).await {
-            Ok(_) => Ok(()),
-            Err(e) => stream
-                .get_consumer::<consumer::pull::Config>(&name)
-                .await
-                .map(|_| ())
-                .map_err(|_| nats_err(e)),
-        },
+        Err(_) => stream
+            .create_consumer(cfg)
+            .await
+            .map(|_| ())
+            .map_err(nats_err),
     }
 }
 
@@ -319,36 +412,32 @@ pub struct Coordination {
     pub workers: kv::Store,
 }
 
-/// Creates the lease and worker buckets with `ttl` as their max age, or
-/// updates the age of existing ones (workers only: they own the TTL).
-pub async fn ensure_coordination(
+/// Opens the lease and worker buckets for a worker whose lease TTL is
+/// `ttl`: they must exist and expire entries after exactly `ttl`.
+pub async fn open_coordination_for(
     js: &jetstream::Context,
     ttl: Duration,
-    replicas: usize,
 ) -> Result<Coordination, TopologyError> {
-    let bucket = |name: &str, description: &str| kv::Config {
-        bucket: name.to_owned(),
-        description: description.to_owned(),
-        history: 1,
-        max_age: ttl,
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
-        ..Default::default()
-    };
-    let leases = js
-        .create_or_update_key_value(bucket(
-            LEASES_BUCKET,
-            "partition -> owning worker (fencing token)",
-        ))
-        .await
-        .map_err(nats_err)?;
-    let workers = js
-        .create_or_update_key_value(bucket(
-            WORKERS_BUCKET,
-            "live workers (refreshed every renew period)",
-        ))
-        .await
-        .map_err(nats_err)?;
+    let mut stores = Vec::new();
+    for bucket in [LEASES_BUCKET, WORKERS_BUCKET] {
+        let store = js
+            .get_key_value(bucket)
+            .await
+            .map_err(|_| TopologyError::Missing {
+                what: format!("bucket {bucket}"),
+            })?;
+        let age = store.status().await.map_err(nats_err)?.max_age();
+        if age != ttl {
+            return Err(TopologyError::LeaseTtlMismatch {
+                bucket: bucket.to_owned(),
+                existing_ms: age.as_millis(),
+                configured_ms: ttl.as_millis(),
+            });
+        }
+        stores.push(store);
+    }
+    let workers = stores.pop().expect("two buckets");
+    let leases = stores.pop().expect("two buckets");
     Ok(Coordination { leases, workers })
 }
 

@@ -12,7 +12,9 @@ pub mod servers;
 
 use std::time::Duration;
 
-use giftcard_shared::config::{ApiSettings, CommonSettings, DatabaseUrl, Secret, WorkerSettings};
+use giftcard_shared::config::{
+    ApiSettings, CommonSettings, DatabaseUrl, MessageKeys, Secret, WorkerSettings,
+};
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
@@ -21,9 +23,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use servers::{NatsServer, PgCluster};
+pub use servers::{NatsServer, PgCluster, Role};
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// The key purchase messages are signed with in tests.
+pub const MESSAGE_SECRET: &str = "test-message-key-test-message-key-0123";
 
 /// Knobs of a test deployment.
 #[derive(Debug, Clone)]
@@ -144,6 +148,7 @@ impl TestApp {
             api: None,
             worker: None,
         };
+        app.provision().await;
         app.start_api().await;
         if options.start_worker {
             app.start_worker().await;
@@ -151,29 +156,48 @@ impl TestApp {
         app
     }
 
-    pub fn common(&self) -> CommonSettings {
+    /// The topology the provisioning step creates for this deployment.
+    pub fn topology_options(&self) -> giftcard_shared::topology::TopologyOptions {
+        let mut t = giftcard_shared::topology::TopologyOptions::new(self.options.partitions, 1);
+        t.lease_ttl = self.worker_settings().lease_ttl;
+        t
+    }
+
+    /// Runs the provisioning step (`giftcard-migrate nats`) as the
+    /// giftcard-provisioner identity.
+    pub async fn provision(&self) {
+        self.nats.provision(&self.topology_options()).await;
+    }
+
+    /// Settings every service shares, connecting to NATS as `role`.
+    pub fn common(&self, role: Role) -> CommonSettings {
         CommonSettings {
             database_url: DatabaseUrl::new(self.db_url.clone()),
-            nats_url: self.nats.url(),
+            nats: self.nats.settings(role),
             partitions: self.options.partitions,
-            stream_replicas: 1,
             db_max_connections: 10,
         }
     }
 
+    pub fn message_keys() -> MessageKeys {
+        MessageKeys::new(MESSAGE_SECRET, None)
+    }
+
     pub fn api_settings(&self) -> ApiSettings {
         ApiSettings {
-            common: self.common(),
-            jwt_secret: Secret::new(SECRET),
+            common: self.common(Role::Api),
+            keys: Self::message_keys(),
+            jwt_secret: Some(Secret::new(SECRET)),
             jwt_previous_secret: None,
             listen: "127.0.0.1:0".parse().expect("addr"),
+            metrics_listen: None,
             default_wait: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(5),
         }
     }
 
     pub fn worker_settings(&self) -> WorkerSettings {
-        let mut s = WorkerSettings::with_defaults(self.common());
+        let mut s = WorkerSettings::with_defaults(self.common(Role::Worker), Self::message_keys());
         s.batch_size = self.options.batch_size;
         s.max_attempts = self.options.max_attempts;
         s.retry_base = self.options.retry_base;
@@ -184,10 +208,18 @@ impl TestApp {
         s
     }
 
-    async fn nats_client(&self) -> async_nats::Client {
-        async_nats::connect(self.nats.url())
-            .await
-            .expect("connect to test nats")
+    /// Adds the signature an api would put on a message to `subject` with
+    /// these headers and payload (for tests that craft messages).
+    pub fn sign(subject: &str, headers: &mut async_nats::HeaderMap, payload: &[u8]) {
+        use giftcard_shared::signing::{MessageSigner, SignedParts, HEADER_SIGNATURE};
+        let signer = MessageSigner::new(&Self::message_keys());
+        let signature = signer.sign(&SignedParts::of_message(subject, Some(headers), payload));
+        headers.insert(HEADER_SIGNATURE, signature.as_str());
+    }
+
+    /// A client of this deployment's NATS as the unrestricted test user.
+    pub async fn nats_client(&self) -> async_nats::Client {
+        self.nats.connect(Role::Test).await
     }
 
     pub async fn start_api(&mut self) {
@@ -199,7 +231,7 @@ impl TestApp {
         let db = giftcard_shared::db::connect(&settings.common, true)
             .await
             .expect("db pool");
-        let nats = self.nats_client().await;
+        let nats = self.nats.connect(Role::Api).await;
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(giftcard_api::run(
             settings,
@@ -220,7 +252,7 @@ impl TestApp {
         let db = giftcard_shared::db::connect(&settings.common, true)
             .await
             .expect("db pool");
-        let nats = self.nats_client().await;
+        let nats = self.nats.connect(Role::Worker).await;
         let shutdown = CancellationToken::new();
         let ready = format!("http://{}/healthz", listener.local_addr().expect("addr"));
         let handle = tokio::spawn(giftcard_worker::run(

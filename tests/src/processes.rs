@@ -61,31 +61,31 @@ impl ServiceProcess {
     pub fn spawn_worker(binary: &Path, app: &TestApp, id: &str, extra: &[(&str, &str)]) -> Self {
         let port = free_port();
         let s = app.worker_settings();
-        let env = merge(
-            vec![
-                ("DATABASE_URL", app.db_url.clone()),
-                ("NATS_URL", app.nats.url()),
-                ("GIFTCARD_PARTITIONS", app.options.partitions.to_string()),
-                ("GIFTCARD_WORKER_LISTEN", format!("127.0.0.1:{port}")),
-                ("GIFTCARD_WORKER_ID", id.to_owned()),
-                ("GIFTCARD_LEASE_TTL_MS", s.lease_ttl.as_millis().to_string()),
-                (
-                    "GIFTCARD_LEASE_RENEW_MS",
-                    s.lease_renew.as_millis().to_string(),
-                ),
-                ("GIFTCARD_ACK_WAIT_SECS", s.ack_wait.as_secs().to_string()),
-                ("GIFTCARD_BATCH_SIZE", s.batch_size.to_string()),
-                ("GIFTCARD_MAX_ATTEMPTS", s.max_attempts.to_string()),
-                (
-                    "GIFTCARD_RETRY_BASE_MS",
-                    s.retry_base.as_millis().to_string(),
-                ),
-                ("GIFTCARD_RETRY_MAX_MS", s.retry_max.as_millis().to_string()),
-                ("GIFTCARD_DB_MAX_CONNECTIONS", "8".to_owned()),
-                ("RUST_LOG", "info,async_nats=warn".to_owned()),
-            ],
-            extra,
-        );
+        let mut base = app.nats.users.env(crate::Role::Worker);
+        base.extend([
+            ("DATABASE_URL", app.db_url.clone()),
+            ("NATS_URL", app.nats.url()),
+            ("GIFTCARD_MESSAGE_SECRET", crate::MESSAGE_SECRET.to_owned()),
+            ("GIFTCARD_PARTITIONS", app.options.partitions.to_string()),
+            ("GIFTCARD_WORKER_LISTEN", format!("127.0.0.1:{port}")),
+            ("GIFTCARD_WORKER_ID", id.to_owned()),
+            ("GIFTCARD_LEASE_TTL_MS", s.lease_ttl.as_millis().to_string()),
+            (
+                "GIFTCARD_LEASE_RENEW_MS",
+                s.lease_renew.as_millis().to_string(),
+            ),
+            ("GIFTCARD_ACK_WAIT_SECS", s.ack_wait.as_secs().to_string()),
+            ("GIFTCARD_BATCH_SIZE", s.batch_size.to_string()),
+            ("GIFTCARD_MAX_ATTEMPTS", s.max_attempts.to_string()),
+            (
+                "GIFTCARD_RETRY_BASE_MS",
+                s.retry_base.as_millis().to_string(),
+            ),
+            ("GIFTCARD_RETRY_MAX_MS", s.retry_max.as_millis().to_string()),
+            ("GIFTCARD_DB_MAX_CONNECTIONS", "8".to_owned()),
+            ("RUST_LOG", "info,async_nats=warn".to_owned()),
+        ]);
+        let env = merge(base, extra);
         Self::start(binary, app, id, port, env)
     }
 
@@ -93,18 +93,18 @@ impl ServiceProcess {
     /// against `app`'s NATS and database, with the test JWT secret.
     pub fn spawn_api(binary: &Path, app: &TestApp, id: &str, extra: &[(&str, &str)]) -> Self {
         let port = free_port();
-        let env = merge(
-            vec![
-                ("DATABASE_URL", app.db_url.clone()),
-                ("NATS_URL", app.nats.url()),
-                ("GIFTCARD_PARTITIONS", app.options.partitions.to_string()),
-                ("GIFTCARD_API_LISTEN", format!("127.0.0.1:{port}")),
-                ("GIFTCARD_JWT_SECRET", crate::SECRET.to_owned()),
-                ("GIFTCARD_DB_MAX_CONNECTIONS", "8".to_owned()),
-                ("RUST_LOG", "info,async_nats=warn".to_owned()),
-            ],
-            extra,
-        );
+        let mut base = app.nats.users.env(crate::Role::Api);
+        base.extend([
+            ("DATABASE_URL", app.db_url.clone()),
+            ("NATS_URL", app.nats.url()),
+            ("GIFTCARD_MESSAGE_SECRET", crate::MESSAGE_SECRET.to_owned()),
+            ("GIFTCARD_PARTITIONS", app.options.partitions.to_string()),
+            ("GIFTCARD_API_LISTEN", format!("127.0.0.1:{port}")),
+            ("GIFTCARD_JWT_SECRET", crate::SECRET.to_owned()),
+            ("GIFTCARD_DB_MAX_CONNECTIONS", "8".to_owned()),
+            ("RUST_LOG", "info,async_nats=warn".to_owned()),
+        ]);
+        let env = merge(base, extra);
         Self::start(binary, app, id, port, env)
     }
 
@@ -147,6 +147,18 @@ impl ServiceProcess {
             &self.log,
             &self.env,
         ));
+    }
+
+    /// Like [`ServiceProcess::restart`], with environment variables set
+    /// (`Some`) or removed (`None`) first.
+    pub fn restart_with(&mut self, changes: &[(&str, Option<&str>)]) {
+        for (name, value) in changes {
+            self.env.retain(|(k, _)| k != name);
+            if let Some(v) = value {
+                self.env.push(((*name).to_owned(), (*v).to_owned()));
+            }
+        }
+        self.restart();
     }
 
     /// Everything the process wrote to stdout and stderr, every run.
@@ -255,7 +267,7 @@ impl ServiceProcess {
 
 /// The current lease holders: partition → owner.
 pub async fn lease_owners(app: &TestApp) -> BTreeMap<u16, String> {
-    let client = async_nats::connect(app.nats.url()).await.expect("nats");
+    let client = app.nats_client().await;
     let js = async_nats::jetstream::new(client);
     let Ok(kv) = js.get_key_value(LEASES_BUCKET).await else {
         return BTreeMap::new();

@@ -93,7 +93,7 @@ impl Drop for Guarded {
     }
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("repo root")
@@ -127,11 +127,129 @@ pub fn nats_server_binary() -> PathBuf {
     );
 }
 
-/// A JetStream-enabled NATS server with its own store.
+/// Who connects to a test NATS server. The service identities have exactly
+/// the permissions shipped in `deploy/nats/permissions.conf`; `Test` is the
+/// harness's own unrestricted user (inspection, fault injection) and
+/// `Intruder` holds what a leaked credential might: publish to
+/// `purchases.>`, subscribe to `_INBOX.>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Api,
+    Worker,
+    Provisioner,
+    Operator,
+    Test,
+    Intruder,
+}
+
+impl Role {
+    /// The NATS user name.
+    pub fn user(self) -> &'static str {
+        match self {
+            Role::Api => "giftcard-api",
+            Role::Worker => "giftcard-worker",
+            Role::Provisioner => "giftcard-provisioner",
+            Role::Operator => "giftcard-operator",
+            Role::Test => "giftcard-test",
+            Role::Intruder => "intruder",
+        }
+    }
+
+    /// The identity (inbox prefix) the services connect with.
+    fn identity(self) -> giftcard_shared::nats::Identity {
+        use giftcard_shared::nats::{Identity, API, PROVISIONER, WORKER};
+        match self {
+            Role::Api => API,
+            Role::Worker => WORKER,
+            Role::Provisioner => PROVISIONER,
+            _ => Identity {
+                name: self.user(),
+                inbox_prefix: "_INBOX",
+            },
+        }
+    }
+}
+
+/// The users of one test NATS server (or cluster) and their passwords.
+#[derive(Debug, Clone)]
+pub struct NatsUsers {
+    secret: String,
+}
+
+impl Default for NatsUsers {
+    fn default() -> Self {
+        Self {
+            secret: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+}
+
+impl NatsUsers {
+    pub fn password(&self, role: Role) -> String {
+        format!("{}-{}", role.user(), self.secret)
+    }
+
+    /// Writes `permissions.conf` (the shipped file) into `dir` and returns
+    /// the configuration text that defines the accounts and users: the
+    /// `giftcard` account with every [`Role`], the system account apart, no
+    /// anonymous access.
+    pub fn install(&self, dir: &Path) -> String {
+        let shipped = repo_root().join("deploy/nats/permissions.conf");
+        std::fs::copy(&shipped, dir.join("permissions.conf"))
+            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", shipped.display()));
+        let user = |role: Role, permissions: &str| {
+            format!(
+                "      {{ user: {}, password: \"{}\"{permissions} }}\n",
+                role.user(),
+                self.password(role)
+            )
+        };
+        format!(
+            "include ./permissions.conf\n\
+             accounts {{\n  GIFTCARD {{\n    jetstream: enabled\n    users: [\n{}{}{}{}{}{}    ]\n  }}\n\
+             \x20 SYS {{ users: [ {{ user: sys, password: \"{}\" }} ] }}\n}}\n\
+             system_account: SYS\n",
+            user(Role::Api, ", permissions: $GIFTCARD_API_PERMISSIONS"),
+            user(Role::Worker, ", permissions: $GIFTCARD_WORKER_PERMISSIONS"),
+            user(Role::Provisioner, ", permissions: $GIFTCARD_PROVISIONER_PERMISSIONS"),
+            user(Role::Operator, ", permissions: $GIFTCARD_OPERATOR_PERMISSIONS"),
+            user(Role::Test, ""),
+            user(
+                Role::Intruder,
+                r#", permissions: { publish: ["purchases.>"], subscribe: ["_INBOX.>"] }"#
+            ),
+            self.secret
+        )
+    }
+
+    /// Client settings of `role` for the server(s) at `url`.
+    pub fn settings(&self, url: &str, role: Role) -> giftcard_shared::config::NatsSettings {
+        giftcard_shared::config::NatsSettings::plain(url)
+            .with_user(role.user(), self.password(role))
+    }
+
+    /// The environment variables that give a service process `role`.
+    pub fn env(&self, role: Role) -> Vec<(&'static str, String)> {
+        vec![
+            ("NATS_USER", role.user().to_owned()),
+            ("NATS_PASSWORD", self.password(role)),
+        ]
+    }
+
+    /// Connects as `role`.
+    pub async fn connect(&self, url: &str, role: Role) -> async_nats::Client {
+        giftcard_shared::nats::connect(&self.settings(url, role), role.identity())
+            .await
+            .unwrap_or_else(|e| panic!("connect to test nats as {role:?}: {e}"))
+    }
+}
+
+/// A JetStream-enabled NATS server with its own store, authentication on.
 pub struct NatsServer {
     pub port: u16,
     pub store: tempfile::TempDir,
     pub process: Option<Guarded>,
+    pub users: NatsUsers,
 }
 
 impl NatsServer {
@@ -141,7 +259,9 @@ impl NatsServer {
             port: free_port(),
             store,
             process: None,
+            users: NatsUsers::default(),
         };
+        s.write_config();
         s.restart();
         s
     }
@@ -150,22 +270,49 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// Client settings of `role`.
+    pub fn settings(&self, role: Role) -> giftcard_shared::config::NatsSettings {
+        self.users.settings(&self.url(), role)
+    }
+
+    /// Connects as `role`.
+    pub async fn connect(&self, role: Role) -> async_nats::Client {
+        self.users.connect(&self.url(), role).await
+    }
+
+    /// Runs the provisioning step (what `giftcard-migrate nats` does) as
+    /// the giftcard-provisioner identity.
+    pub async fn provision(&self, topology: &giftcard_shared::topology::TopologyOptions) {
+        let js = async_nats::jetstream::new(self.connect(Role::Provisioner).await);
+        giftcard_shared::topology::provision(&js, topology)
+            .await
+            .expect("provision the NATS topology");
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.store.path().join("nats.conf")
+    }
+
+    fn write_config(&self) {
+        let store = self.store.path().join("js");
+        let config = format!(
+            "host: 127.0.0.1\nport: {}\njetstream {{ store_dir: \"{}\" }}\n{}",
+            self.port,
+            store.display(),
+            self.users.install(self.store.path())
+        );
+        std::fs::write(self.config_path(), config).expect("write nats.conf");
+    }
+
     /// (Re)starts the server on the same port and store.
     pub fn restart(&mut self) {
         self.process = None;
         let log = self.store.path().join("nats.log");
-        let args: Vec<String> = [
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-sd",
-            &self.store.path().join("js").to_string_lossy(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let args = vec![
+            "-c".to_owned(),
+            self.config_path().to_string_lossy().into_owned(),
+        ];
         self.process = Some(Guarded::spawn(&nats_server_binary(), &args, None, &log));
         wait_for_port(self.port, "nats-server", &log);
     }

@@ -11,6 +11,7 @@ use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use giftcard_shared::contract::*;
+use giftcard_shared::signing::{signature_of, MessageSigner, SignedParts, HEADER_SIGNATURE};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -55,8 +56,23 @@ pub async fn publish(
     if let Some(c) = card {
         h.insert(HEADER_DLQ_GIFT_CARD_ID, c.to_string().as_str());
     }
-    if let Some(prior) = msg.headers.as_ref().and_then(|h| h.get(HEADER_REPLAY_OF)) {
-        h.insert(HEADER_REPLAY_OF, prior.as_str());
+    // What the original's signature covers, so that the indexer and a
+    // replay can tell an api's message from a forgery.
+    if let Some(original) = msg.headers.as_ref() {
+        for name in [
+            HEADER_REPLAY_OF,
+            HEADER_REPLY_TO,
+            HEADER_REQUEST_ID,
+            HEADER_VERSION,
+            HEADER_SIGNATURE,
+        ] {
+            if let Some(v) = original.get(name) {
+                h.insert(name, v.as_str());
+            }
+        }
+        if let Some(v) = original.get(async_nats::header::NATS_MESSAGE_ID) {
+            h.insert(HEADER_DLQ_MSG_ID, v.as_str());
+        }
     }
     let subject = format!(
         "{DLQ_SUBJECT_PREFIX}.{}",
@@ -91,6 +107,7 @@ fn header<'a>(h: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
 pub async fn run_indexer(
     consumer: PullConsumer,
     db: DatabaseConnection,
+    signer: MessageSigner,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -117,7 +134,7 @@ pub async fn run_indexer(
                 }
                 None => break,
             };
-            match index(&db, &msg).await {
+            match index(&db, &signer, &msg).await {
                 Ok(()) => {
                     let _ = msg.ack().await;
                 }
@@ -132,7 +149,11 @@ pub async fn run_indexer(
     }
 }
 
-async fn index(db: &DatabaseConnection, msg: &jetstream::Message) -> anyhow::Result<()> {
+async fn index(
+    db: &DatabaseConnection,
+    signer: &MessageSigner,
+    msg: &jetstream::Message,
+) -> anyhow::Result<()> {
     let info = msg.info().map_err(|e| anyhow::anyhow!("{e}"))?;
     let dlq_seq = info.stream_sequence as i64;
     let h = msg.headers.as_ref();
@@ -157,7 +178,17 @@ async fn index(db: &DatabaseConnection, msg: &jetstream::Message) -> anyhow::Res
     let orig_seq: i64 = header(h, HEADER_DLQ_SEQUENCE)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let decoded = serde_json::from_slice::<PurchaseMessage>(&msg.payload).ok();
+    // A dead letter names a purchase (and marks it dead-lettered) only if
+    // an api signed its message: a forgery must not touch anyone's purchase.
+    let authentic = signer
+        .verify(
+            signature_of(h),
+            &SignedParts::of_dead_letter(h, &msg.payload),
+        )
+        .is_ok();
+    let decoded = authentic
+        .then(|| serde_json::from_slice::<PurchaseMessage>(&msg.payload).ok())
+        .flatten();
     let card: Option<Uuid> = header(h, HEADER_DLQ_GIFT_CARD_ID).and_then(|s| s.parse().ok());
     let replayed_from: Option<Uuid> = header(h, HEADER_REPLAY_OF).and_then(|s| s.parse().ok());
     let txn = db.begin().await?;

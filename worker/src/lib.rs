@@ -36,20 +36,20 @@ use crate::partition::Ctx;
 
 /// Topology options as the worker configures them.
 pub fn topology_options(settings: &WorkerSettings) -> TopologyOptions {
-    let mut opts =
-        TopologyOptions::new(settings.common.partitions, settings.common.stream_replicas);
+    let mut opts = TopologyOptions::new(settings.common.partitions, 1);
     opts.ack_wait = settings.ack_wait;
     opts.max_ack_pending = settings.batch_size as i64;
     opts
 }
 
-/// What the `giftcard-worker` binary does: loads the configuration from
-/// the environment, binds, connects, and [`run`]s until SIGTERM or Ctrl-C.
-pub async fn run_from_env() -> anyhow::Result<()> {
-    let settings = WorkerSettings::from_env()?;
+/// What the `giftcard-worker` binary does with its settings: validates
+/// them, binds, connects as the `giftcard-worker` NATS identity, and
+/// [`run`]s until SIGTERM or Ctrl-C.
+pub async fn run_with(settings: WorkerSettings) -> anyhow::Result<()> {
+    let settings = settings.validated()?;
     tracing::info!(?settings, "configuration");
     let s = giftcard_shared::process::start(
-        "giftcard-worker",
+        giftcard_shared::nats::WORKER,
         &settings.common,
         settings.listen,
         "GIFTCARD_WORKER_LISTEN",
@@ -71,8 +71,7 @@ pub async fn run(
     telemetry::describe();
     let js = async_nats::jetstream::new(nats.clone());
     let opts = topology_options(&settings);
-    let topology = topology::ensure(&js, &opts).await?;
-    topology::ensure_consumers(&topology, &opts).await?;
+    let topology = topology::open(&js, settings.common.partitions).await?;
 
     giftcard_shared::telemetry::spawn_nats_connected_gauge(
         nats.clone(),
@@ -94,6 +93,7 @@ pub async fn run(
             .await?;
     let committer = committer::Committer::start(batch_db, settings.batch_size * 8);
     let ctx = Arc::new(Ctx {
+        signer: giftcard_shared::signing::MessageSigner::new(&settings.keys),
         dead_lettered: Default::default(),
         settings: settings.clone(),
         committer,
@@ -101,9 +101,7 @@ pub async fn run(
         nats,
         js,
     });
-    let coordination =
-        topology::ensure_coordination(&ctx.js, settings.lease_ttl, settings.common.stream_replicas)
-            .await?;
+    let coordination = topology::open_coordination_for(&ctx.js, settings.lease_ttl).await?;
     let coordinator = ownership::Coordinator::new(
         ctx.clone(),
         coordination,
@@ -112,7 +110,7 @@ pub async fn run(
         opts.clone(),
     )
     .await?;
-    tracing::info!(worker = %settings.worker_id, partitions = settings.common.partitions, "worker started");
+    tracing::info!(worker = %settings.id(), partitions = settings.common.partitions, "worker started");
     let mut tasks = JoinSet::new();
     tasks.spawn({
         let stop = shutdown.clone();
@@ -125,11 +123,17 @@ pub async fn run(
         .dlq
         .get_consumer(DLQ_INDEX_CONSUMER)
         .await
-        .map_err(|e| anyhow::anyhow!("dead-letter consumer missing: {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the dead-letter consumer {DLQ_INDEX_CONSUMER} is missing ({e}): run \
+                 `giftcard-migrate nats` (the provisioning step) first"
+            )
+        })?;
     tasks.spawn({
         let (db, stop) = (db.clone(), shutdown.child_token());
+        let signer = ctx.signer.clone();
         async move {
-            dead_letters::run_indexer(dlq_consumer, db, stop).await;
+            dead_letters::run_indexer(dlq_consumer, db, signer, stop).await;
         }
     });
     tasks.spawn(dead_letters::run_backlog_gauge(

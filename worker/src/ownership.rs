@@ -73,7 +73,7 @@ impl Coordinator {
     }
 
     fn me(&self) -> &str {
-        &self.ctx.settings.worker_id
+        self.ctx.settings.id()
     }
 
     /// Runs until `shutdown`, then releases everything gracefully.

@@ -14,9 +14,10 @@ use futures::{FutureExt, StreamExt};
 use giftcard_shared::config::WorkerSettings;
 use giftcard_shared::contract::{
     card_of_subject, PurchaseMessage, PurchaseReply, ReplyOutcome, HEADER_REPLY_TO,
-    HEADER_REQUEST_ID, HEADER_TRACEPARENT, MESSAGE_VERSION,
+    HEADER_REQUEST_ID, HEADER_TRACEPARENT, MESSAGE_VERSION, REPLY_PREFIX,
 };
 use giftcard_shared::domain::UserId;
+use giftcard_shared::signing::{signature_of, MessageSigner, SignedParts, Signer};
 use giftcard_shared::telemetry;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,9 @@ use crate::dead_letters::{self, Reason};
 
 /// What a partition loop needs.
 pub struct Ctx {
+    /// Verifies that an api signed each message before anything is done
+    /// with it.
+    pub signer: MessageSigner,
     /// Stream sequences this worker dead-lettered recently.
     pub dead_lettered: dead_letters::RecentSequences,
     pub settings: WorkerSettings,
@@ -165,6 +169,29 @@ pub async fn run(
     }
 }
 
+/// Checks that an api signed the message (payload, subject and the headers
+/// the worker acts on); counts which secret did.
+fn authenticate(ctx: &Ctx, msg: &jetstream::Message) -> Result<(), String> {
+    let parts = SignedParts::of_message(&msg.subject, msg.headers.as_ref(), &msg.payload);
+    match ctx
+        .signer
+        .verify(signature_of(msg.headers.as_ref()), &parts)
+    {
+        Ok(signer) => {
+            let key = match signer {
+                Signer::Current => "current",
+                Signer::Previous => "previous",
+            };
+            metrics::counter!(crate::telemetry::MESSAGES_VERIFIED, "key" => key).increment(1);
+            Ok(())
+        }
+        Err(e) => {
+            metrics::counter!(crate::telemetry::UNAUTHENTICATED).increment(1);
+            Err(e.to_string())
+        }
+    }
+}
+
 /// Checks a message's payload against the contract.
 fn decode(msg: &jetstream::Message) -> Result<PurchaseMessage, String> {
     let m: PurchaseMessage = serde_json::from_slice(&msg.payload).map_err(|e| {
@@ -212,7 +239,7 @@ async fn handle(
             let _ = p.msg.ack_with(AckKind::Term).await;
             continue;
         }
-        match decode(&p.msg) {
+        match authenticate(ctx, &p.msg).and_then(|()| decode(&p.msg)) {
             Ok(message) => {
                 p.span
                     .record("purchase_id", tracing::field::display(message.purchase_id));
@@ -393,7 +420,15 @@ async fn finish(ctx: &Ctx, good: &[(Pulled, Item)], outcomes: Vec<ReplyOutcome>)
                 tracing::debug!(status = purchase.status.as_str(), "purchase decided");
             });
         }
-        if let Some(reply_to) = p.msg.headers.as_ref().and_then(|h| h.get(HEADER_REPLY_TO)) {
+        // Signed by the api, and under the api's reply prefix (which only the
+        // api may subscribe to): the outcome carries activation codes.
+        let reply_to = p
+            .msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(HEADER_REPLY_TO))
+            .filter(|r| r.as_str().starts_with(REPLY_PREFIX));
+        if let Some(reply_to) = reply_to {
             let reply = PurchaseReply {
                 v: MESSAGE_VERSION,
                 purchase_id: item.message.purchase_id,

@@ -22,6 +22,8 @@ pub const BATCH_CONFLICTS: &str = "giftcard_worker_batch_conflicts_total";
 pub const DEAD_LETTERED: &str = "giftcard_worker_dead_lettered_total";
 pub const DEAD_LETTERS_PENDING: &str = "giftcard_worker_dead_letters_pending";
 pub const NATS_CONNECTED: &str = "giftcard_worker_nats_connected";
+pub const MESSAGES_VERIFIED: &str = "giftcard_worker_messages_verified_total";
+pub const UNAUTHENTICATED: &str = "giftcard_worker_unauthenticated_total";
 
 /// Describes every metric and creates its series at zero.
 pub fn describe() {
@@ -83,6 +85,17 @@ pub fn describe() {
         "1 while the worker is connected to NATS (checked every second), else 0"
     );
     giftcard_shared::telemetry::record_build_info("giftcard-worker");
+    describe_counter!(
+        MESSAGES_VERIFIED,
+        "Purchase messages whose signature verified, by the secret that signed them (current, or previous during a rotation)"
+    );
+    describe_counter!(
+        UNAUTHENTICATED,
+        "Messages dead-lettered because no api signed them (missing, unknown or wrong signature)"
+    );
+    for key in ["current", "previous"] {
+        metrics::counter!(MESSAGES_VERIFIED, "key" => key).increment(0);
+    }
 
     for status in ["succeeded", "failed"] {
         metrics::counter!(PURCHASES, "status" => status).increment(0);
@@ -94,6 +107,7 @@ pub fn describe() {
         BATCH_CONFLICTS,
         FENCED_BATCHES,
         DEAD_LETTERED,
+        UNAUTHENTICATED,
     ] {
         metrics::counter!(c).increment(0);
     }

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use giftcard_shared::contract::{HEADER_REPLAY_OF, HEADER_VERSION, MESSAGE_VERSION};
 use giftcard_shared::domain::FailureCode;
 use giftcard_shared::entities::dead_letter;
+use giftcard_shared::signing::{signature_of, SignedParts, HEADER_SIGNATURE};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
     Statement,
@@ -291,14 +292,42 @@ async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiRe
             tracing::warn!(error = %e, dead_letter = %dl.id, "cannot read dead letter");
             ApiError::Unavailable("the dead-letter stream is unavailable; retry shortly".into())
         })?;
-    let mut headers = NatsHeaders::new();
-    headers.insert(HEADER_VERSION, MESSAGE_VERSION.to_string().as_str());
-    headers.insert(HEADER_REPLAY_OF, dl.id.to_string().as_str());
+    // Only what an api signed may be replayed: a forgery that was
+    // dead-lettered as unauthenticated must not become genuine by being
+    // re-signed here.
+    let original = SignedParts::of_dead_letter(Some(&raw.headers), &raw.payload);
+    if let Err(e) = state
+        .signer
+        .verify(signature_of(Some(&raw.headers)), &original)
+    {
+        return Err(ApiError::Conflict {
+            code: "DEAD_LETTER_NOT_AUTHENTIC",
+            message: format!(
+                "this dead letter cannot be replayed: {e} (it was not published by an api \
+                 holding GIFTCARD_MESSAGE_SECRET, or its secret was retired since); discard it"
+            ),
+        });
+    }
     let msg_id = format!(
         "{}:replay:{}",
         dl.purchase_id.map(|p| p.to_string()).unwrap_or_default(),
         dl.id
     );
+    let replay_of = dl.id.to_string();
+    let version = MESSAGE_VERSION.to_string();
+    let signature = state.signer.sign(&SignedParts {
+        subject: &dl.original_subject,
+        msg_id: Some(&msg_id),
+        reply_to: None,
+        request_id: None,
+        replay_of: Some(&replay_of),
+        version: Some(&version),
+        payload: &raw.payload,
+    });
+    let mut headers = NatsHeaders::new();
+    headers.insert(HEADER_VERSION, version.as_str());
+    headers.insert(HEADER_REPLAY_OF, replay_of.as_str());
+    headers.insert(HEADER_SIGNATURE, signature.as_str());
     let publish = Publish::build()
         .payload(raw.payload)
         .headers(headers)
@@ -345,6 +374,10 @@ async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiRe
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReplayResult {
     pub replayed: u64,
+    /// Dead letters left pending because their message was not signed by
+    /// an api (forgeries, or signed with a retired secret): discard them.
+    #[serde(default)]
+    pub not_authentic: u64,
 }
 
 /// Replay one dead letter.
@@ -359,7 +392,13 @@ pub async fn replay(
 ) -> ApiResult<(StatusCode, Json<ReplayResult>)> {
     let dl = pending_dead_letter(&state, id).await?;
     republish(&state, &dl, admin.user.as_str()).await?;
-    Ok((StatusCode::ACCEPTED, Json(ReplayResult { replayed: 1 })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ReplayResult {
+            replayed: 1,
+            not_authentic: 0,
+        }),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -400,12 +439,21 @@ pub async fn replay_all(
         .order_by_asc(dead_letter::Column::OriginalSequence)
         .all(&state.db)
         .await?;
-    let mut replayed = 0;
+    let mut result = ReplayResult {
+        replayed: 0,
+        not_authentic: 0,
+    };
     for dl in rows {
-        republish(&state, &dl, admin.user.as_str()).await?;
-        replayed += 1;
+        match republish(&state, &dl, admin.user.as_str()).await {
+            Ok(()) => result.replayed += 1,
+            Err(ApiError::Conflict {
+                code: "DEAD_LETTER_NOT_AUTHENTIC",
+                ..
+            }) => result.not_authentic += 1,
+            Err(e) => return Err(e),
+        }
     }
-    Ok((StatusCode::ACCEPTED, Json(ReplayResult { replayed })))
+    Ok((StatusCode::ACCEPTED, Json(result)))
 }
 
 /// Discard a dead letter: its purchase becomes `failed` with `DISCARDED`.

@@ -26,6 +26,7 @@ use giftcard_shared::contract::{
 use giftcard_shared::domain::{purchase_id_for, request_hash, PurchaseStatus, Quantity};
 use giftcard_shared::entities::purchase;
 use giftcard_shared::purchases::{codes_of, load, pending_view, view_of};
+use giftcard_shared::signing::{signature_of, SignedParts, HEADER_SIGNATURE};
 use giftcard_shared::telemetry;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
@@ -98,16 +99,30 @@ pub async fn create_purchase(
         accepted_at: Utc::now().trunc_subsecs(6),
     };
     let request_id = headers.get(crate::REQUEST_ID).and_then(|v| v.to_str().ok());
-    let (sequence, duplicate) = publish(&state, &message, request_id).await?;
+    let (mut sequence, mut duplicate) =
+        publish(&state, &message, request_id, &id.to_string()).await?;
     let mut accepted_at = message.accepted_at;
     if duplicate {
         // Same key within the duplicate window: the stream kept the first
         // request; compare bodies against it.
-        let first = original_message(&state, sequence).await?;
-        if first.request_hash != hash {
-            return Err(ApiError::IdempotencyKeyReused);
+        match original_message(&state, sequence).await? {
+            Some(first) if first.request_hash != hash => {
+                return Err(ApiError::IdempotencyKeyReused)
+            }
+            Some(first) => accepted_at = first.accepted_at,
+            None => {
+                // The "first request" was not signed by an api: someone
+                // published under this purchase's id to block it. Queue
+                // the genuine one under an id of its own (the worker
+                // dead-letters the forgery and answers later copies of this
+                // purchase from its stored result).
+                tracing::warn!(
+                    "a forged message holds this purchase's id; publishing under a fresh one"
+                );
+                let fresh = format!("{id}:{}", Uuid::new_v4().simple());
+                (sequence, duplicate) = publish(&state, &message, request_id, &fresh).await?;
+            }
         }
-        accepted_at = first.accepted_at;
     }
     let accepted = AcceptedPurchase {
         purchase_id: id,
@@ -147,6 +162,7 @@ async fn publish(
     state: &AppState,
     m: &PurchaseMessage,
     request_id: Option<&str>,
+    msg_id: &str,
 ) -> ApiResult<(u64, bool)> {
     let unavailable = |what: &str| {
         ApiError::Unavailable(format!(
@@ -154,25 +170,35 @@ async fn publish(
              charged; retry with the same Idempotency-Key"
         ))
     };
+    let payload = serde_json::to_vec(m).map_err(|e| ApiError::Internal(e.into()))?;
+    let subject = purchase_subject(m.gift_card_id, state.settings.common.partitions);
+    let reply_to = state.replies.subject_for(m.purchase_id);
+    let version = MESSAGE_VERSION.to_string();
+    // What the worker acts on is signed: it believes nothing else.
+    let signature = state.signer.sign(&SignedParts {
+        subject: &subject,
+        msg_id: Some(msg_id),
+        reply_to: Some(&reply_to),
+        request_id,
+        replay_of: None,
+        version: Some(&version),
+        payload: &payload,
+    });
     let mut headers = NatsHeaders::new();
-    headers.insert(
-        HEADER_REPLY_TO,
-        state.replies.subject_for(m.purchase_id).as_str(),
-    );
-    headers.insert(HEADER_VERSION, MESSAGE_VERSION.to_string().as_str());
+    headers.insert(HEADER_REPLY_TO, reply_to.as_str());
+    headers.insert(HEADER_VERSION, version.as_str());
     if let Some(id) = request_id {
         headers.insert(HEADER_REQUEST_ID, id);
     }
+    headers.insert(HEADER_SIGNATURE, signature.as_str());
     // The worker continues this request's trace.
     if let Some(tp) = telemetry::traceparent(&tracing::Span::current()) {
         headers.insert(HEADER_TRACEPARENT, tp.as_str());
     }
-    let payload = serde_json::to_vec(m).map_err(|e| ApiError::Internal(e.into()))?;
     let publish = Publish::build()
         .payload(payload.into())
         .headers(headers)
-        .message_id(m.purchase_id.to_string());
-    let subject = purchase_subject(m.gift_card_id, state.settings.common.partitions);
+        .message_id(msg_id);
     let started = Instant::now();
     let ack = tokio::time::timeout(state.settings.publish_timeout, async {
         state
@@ -198,7 +224,9 @@ async fn publish(
     }
 }
 
-async fn original_message(state: &AppState, sequence: u64) -> ApiResult<PurchaseMessage> {
+/// The message stored at `sequence`, or `None` if it is not one an api
+/// signed (a forgery holding a purchase id).
+async fn original_message(state: &AppState, sequence: u64) -> ApiResult<Option<PurchaseMessage>> {
     let raw = state
         .topology
         .purchases
@@ -208,7 +236,17 @@ async fn original_message(state: &AppState, sequence: u64) -> ApiResult<Purchase
             tracing::warn!(error = %e, sequence, "could not read the original message");
             ApiError::Unavailable("could not read the original request; retry shortly".into())
         })?;
-    serde_json::from_slice(&raw.payload).map_err(|e| ApiError::Internal(e.into()))
+    let parts = SignedParts::of_message(&raw.subject, Some(&raw.headers), &raw.payload);
+    if state
+        .signer
+        .verify(signature_of(Some(&raw.headers)), &parts)
+        .is_err()
+    {
+        return Ok(None);
+    }
+    serde_json::from_slice(&raw.payload)
+        .map(Some)
+        .map_err(|e| ApiError::Internal(e.into()))
 }
 
 /// Records the acceptance so that `GET` reads `pending` before the worker

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use giftcard_tests::servers::{free_port, Guarded};
-use giftcard_tests::NatsServer;
+use giftcard_tests::{NatsServer, Role};
 use serde::Serialize;
 
 /// The JWT secret of every server the benchmark starts.
@@ -83,11 +83,29 @@ impl Target {
         ];
         let mut target = if strategy == "pipeline" {
             let nats = NatsServer::start();
+            nats.provision(&giftcard_shared::topology::TopologyOptions::new(64, 1))
+                .await;
             let mut e = env(&common);
             e.push(("NATS_URL".into(), nats.url()));
+            e.push((
+                "GIFTCARD_MESSAGE_SECRET".into(),
+                giftcard_tests::MESSAGE_SECRET.into(),
+            ));
             let mut api_env = e.clone();
+            api_env.extend(
+                nats.users
+                    .env(Role::Api)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v)),
+            );
             api_env.push(("GIFTCARD_API_LISTEN".into(), format!("127.0.0.1:{port}")));
             let mut worker_env = e;
+            worker_env.extend(
+                nats.users
+                    .env(Role::Worker)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v)),
+            );
             let worker_ops = format!("127.0.0.1:{}", free_port());
             worker_env.push(("GIFTCARD_WORKER_LISTEN".into(), worker_ops.clone()));
             let worker = Guarded::spawn_with_env(

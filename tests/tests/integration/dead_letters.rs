@@ -31,14 +31,18 @@ async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
     let app = TestApp::spawn().await;
     let card = app.card_with_stock("1.00", 5).await;
     app.credit("max", "5.00").await;
-    let js = jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
+    let js = jetstream::new(app.nats_client().await);
     let subject = purchase_subject(card, app.options.partitions);
+    // Signed as an api would (so they are judged on their content), but not
+    // what the contract says.
     for payload in [
         &b"not json"[..],
         br#"{"v": 99, "purchase_id": "x"}"#,
         br#"{"v": 1}"#,
     ] {
-        js.publish(subject.clone(), payload.to_vec().into())
+        let mut headers = async_nats::HeaderMap::new();
+        TestApp::sign(&subject, &mut headers, payload);
+        js.publish_with_headers(subject.clone(), headers, payload.to_vec().into())
             .await
             .unwrap()
             .await
@@ -140,7 +144,7 @@ async fn replaying_one_dead_letter_twice_concurrently_charges_once() {
     // Two attempts fail (each may wait for a connect timeout), then the
     // message is dead-lettered; PostgreSQL comes back and it is indexed.
     // Wait until it is in the dead-letter stream, then bring PostgreSQL back.
-    let js = jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
+    let js = jetstream::new(app.nats_client().await);
     let mut dlq = js
         .get_stream(giftcard_shared::contract::DLQ_STREAM)
         .await

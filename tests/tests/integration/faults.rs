@@ -55,7 +55,7 @@ async fn a_process_configured_with_another_partition_count_refuses_to_start() {
     let db = giftcard_shared::db::connect(&settings.common, true)
         .await
         .unwrap();
-    let nats = async_nats::connect(app.nats.url()).await.unwrap();
+    let nats = app.nats_client().await;
     let err = giftcard_api::run(
         settings,
         listener,

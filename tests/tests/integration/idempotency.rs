@@ -92,8 +92,9 @@ async fn a_redelivered_message_is_answered_from_the_stored_result() {
 
     // Re-publish the same purchase under another message id, as a replay
     // past the duplicate window would, and listen for the worker's answer.
-    let nats = async_nats::connect(app.nats.url()).await.unwrap();
-    let mut replies = nats.subscribe("test.reply").await.unwrap();
+    let nats = app.nats_client().await;
+    let reply_to = format!("giftcard.reply.test.{id}");
+    let mut replies = nats.subscribe(reply_to.clone()).await.unwrap();
     let js = jetstream::new(nats.clone());
     let user = giftcard_shared::domain::UserId::parse("jack").unwrap();
     let key = giftcard_shared::domain::IdempotencyKey::parse("redeliver").unwrap();
@@ -109,17 +110,16 @@ async fn a_redelivered_message_is_answered_from_the_stored_result() {
         accepted_at: chrono::Utc::now(),
     };
     assert_eq!(msg.purchase_id, id);
+    let subject = purchase_subject(card, app.options.partitions);
+    let payload = serde_json::to_vec(&msg).unwrap();
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(HEADER_REPLY_TO, "test.reply");
-    js.publish_with_headers(
-        purchase_subject(card, app.options.partitions),
-        headers,
-        serde_json::to_vec(&msg).unwrap().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    headers.insert(HEADER_REPLY_TO, reply_to.as_str());
+    TestApp::sign(&subject, &mut headers, &payload);
+    js.publish_with_headers(subject, headers, payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let reply = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         futures::StreamExt::next(&mut replies),

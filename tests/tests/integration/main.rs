@@ -6,4 +6,6 @@ mod faults;
 mod idempotency;
 mod operations;
 mod purchases;
+mod security;
+mod settings;
 mod validation;

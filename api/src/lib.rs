@@ -91,10 +91,28 @@ pub async fn run(
         telemetry::NATS_CONNECTED,
         shutdown.clone(),
     );
+    let metrics_server = match state.settings.metrics_listen {
+        Some(addr) => {
+            let metrics =
+                giftcard_shared::process::bind(addr, "GIFTCARD_API_METRICS_LISTEN").await?;
+            tracing::info!(addr = %metrics.local_addr()?, "api metrics listening");
+            let router = routes::ops::metrics_router().with_state(state.clone());
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(metrics, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }))
+        }
+        None => None,
+    };
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     tracing::info!("api stopped");
     Ok(())
 }
@@ -106,7 +124,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// The router with its middleware.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID);
-    routes::router()
+    routes::router(state.settings.metrics_listen.is_none())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(error::ApiError::Internal(

@@ -7,6 +7,7 @@ use giftcard_ctl::Cli;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    giftcard_shared::tls::install_crypto_provider();
     let cli = Cli::parse();
     match giftcard_ctl::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

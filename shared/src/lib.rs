@@ -26,4 +26,5 @@ pub mod process;
 pub mod purchases;
 pub mod signing;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;

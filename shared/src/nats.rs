@@ -61,6 +61,7 @@ pub async fn options(
     settings: &NatsSettings,
     identity: Identity,
 ) -> Result<ConnectOptions, ConnectError> {
+    crate::tls::install_crypto_provider();
     let mut opts = match &settings.creds_file {
         Some(path) => ConnectOptions::with_credentials_file(path)
             .await
@@ -128,6 +129,31 @@ fn classify(
             }
         }
         ConnectErrorKind::Tls => ConnectError::Tls { url, detail },
+        // rustls reports an untrusted or unexpected certificate as I/O.
+        ConnectErrorKind::Io if detail.contains("certificate") => ConnectError::Tls { url, detail },
         _ => ConnectError::Unreachable { url, detail },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unreadable_or_malformed_credential_files_are_reported_by_their_variable() {
+        let dir = std::env::temp_dir().join(format!("giftcard-nats-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad.creds");
+        std::fs::write(&bad, "not a credentials file").unwrap();
+        let mut s = NatsSettings::plain("nats://127.0.0.1:1");
+        s.creds_file = Some(bad);
+        let e = options(&s, API).await.unwrap_err().to_string();
+        assert!(e.contains("NATS_CREDS_FILE"), "{e}");
+
+        let mut s = NatsSettings::plain("nats://127.0.0.1:1");
+        s.nkey_seed_file = Some(dir.join("missing.nk"));
+        let e = options(&s, API).await.unwrap_err().to_string();
+        assert!(e.contains("NATS_NKEY_SEED_FILE"), "{e}");
+        std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -53,6 +53,7 @@ pub async fn bind(addr: SocketAddr, listen_var: &str) -> anyhow::Result<TcpListe
 /// Runs a binary's body after starting tracing; on error logs it, prints it
 /// on stderr and exits with code 1.
 pub async fn main<F: Future<Output = anyhow::Result<()>>>(service: &str, body: F) {
+    crate::tls::install_crypto_provider();
     telemetry::init_tracing(service);
     let result = body.await;
     telemetry::shutdown_tracing();

@@ -39,6 +39,8 @@ pub struct Options {
     pub start_worker: bool,
     /// Run a private PostgreSQL cluster (for tests that stop it).
     pub own_postgres: bool,
+    /// TLS and extra users of the deployment's NATS server.
+    pub nats: servers::NatsOptions,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
             retry_base: Duration::from_millis(100),
             start_worker: true,
             own_postgres: false,
+            nats: servers::NatsOptions::default(),
         }
     }
 }
@@ -88,6 +91,7 @@ pub struct TestApp {
 }
 
 fn init_logs() {
+    giftcard_shared::tls::install_crypto_provider();
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = tracing_subscriber::fmt()
@@ -131,7 +135,7 @@ impl TestApp {
         <migration::Migrator as migration::MigratorTrait>::up(&db, None)
             .await
             .expect("migrations apply");
-        let nats = NatsServer::start();
+        let nats = NatsServer::start_with(options.nats.clone());
         let mut app = Self {
             db_name: name.clone(),
             nats,
@@ -325,7 +329,21 @@ impl TestApp {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, HeaderMap, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.api_url));
+        self.call_at(&self.api_url, method, path, token, body, headers)
+            .await
+    }
+
+    /// [`TestApp::call`] against the api at `base` (another api process).
+    pub async fn call_at(
+        &self,
+        base: &str,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut req = self.http.request(method, format!("{base}{path}"));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

@@ -36,6 +36,8 @@ fn log_path(app: &TestApp, id: &str) -> std::path::PathBuf {
     log_dir.join(format!("{}-{id}.log", app.db_name))
 }
 
+/// `base` with `extra` set over it; an empty value in `extra` removes the
+/// variable.
 fn merge(base: Vec<(&str, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = base
         .into_iter()
@@ -45,6 +47,7 @@ fn merge(base: Vec<(&str, String)>, extra: &[(&str, &str)]) -> Vec<(String, Stri
     env.extend(
         extra
             .iter()
+            .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
     env
@@ -61,10 +64,9 @@ impl ServiceProcess {
     pub fn spawn_worker(binary: &Path, app: &TestApp, id: &str, extra: &[(&str, &str)]) -> Self {
         let port = free_port();
         let s = app.worker_settings();
-        let mut base = app.nats.users.env(crate::Role::Worker);
+        let mut base = app.nats.env(crate::Role::Worker);
         base.extend([
             ("DATABASE_URL", app.db_url.clone()),
-            ("NATS_URL", app.nats.url()),
             ("GIFTCARD_MESSAGE_SECRET", crate::MESSAGE_SECRET.to_owned()),
             ("GIFTCARD_PARTITIONS", app.options.partitions.to_string()),
             ("GIFTCARD_WORKER_LISTEN", format!("127.0.0.1:{port}")),
@@ -93,10 +95,9 @@ impl ServiceProcess {
     /// against `app`'s NATS and database, with the test JWT secret.
     pub fn spawn_api(binary: &Path, app: &TestApp, id: &str, extra: &[(&str, &str)]) -> Self {
         let port = free_port();
-        let mut base = app.nats.users.env(crate::Role::Api);
+        let mut base = app.nats.env(crate::Role::Api);
         base.extend([
             ("DATABASE_URL", app.db_url.clone()),
-            ("NATS_URL", app.nats.url()),
             ("GIFTCARD_MESSAGE_SECRET", crate::MESSAGE_SECRET.to_owned()),
             ("GIFTCARD_PARTITIONS", app.options.partitions.to_string()),
             ("GIFTCARD_API_LISTEN", format!("127.0.0.1:{port}")),

@@ -194,6 +194,12 @@ impl NatsUsers {
     /// `giftcard` account with every [`Role`], the system account apart, no
     /// anonymous access.
     pub fn install(&self, dir: &Path) -> String {
+        self.install_with(dir, &[])
+    }
+
+    /// Like [`NatsUsers::install`], with `extra` user entries (NATS
+    /// configuration syntax) in the giftcard account.
+    pub fn install_with(&self, dir: &Path, extra: &[String]) -> String {
         let shipped = repo_root().join("deploy/nats/permissions.conf");
         std::fs::copy(&shipped, dir.join("permissions.conf"))
             .unwrap_or_else(|e| panic!("cannot copy {}: {e}", shipped.display()));
@@ -204,9 +210,10 @@ impl NatsUsers {
                 self.password(role)
             )
         };
+        let extra: String = extra.iter().map(|u| format!("      {u}\n")).collect();
         format!(
             "include ./permissions.conf\n\
-             accounts {{\n  GIFTCARD {{\n    jetstream: enabled\n    users: [\n{}{}{}{}{}{}    ]\n  }}\n\
+             accounts {{\n  GIFTCARD {{\n    jetstream: enabled\n    users: [\n{}{}{}{}{}{}{extra}    ]\n  }}\n\
              \x20 SYS {{ users: [ {{ user: sys, password: \"{}\" }} ] }}\n}}\n\
              system_account: SYS\n",
             user(Role::Api, ", permissions: $GIFTCARD_API_PERMISSIONS"),
@@ -244,22 +251,99 @@ impl NatsUsers {
     }
 }
 
+/// How a test NATS server is set up beyond authentication, which is always
+/// on.
+#[derive(Debug, Clone, Default)]
+pub struct NatsOptions {
+    /// Serve TLS only (certificates from a private CA made for the server)
+    /// and require every client to present a certificate signed by it.
+    pub tls: bool,
+    /// More users of the giftcard account, in NATS configuration syntax.
+    pub extra_users: Vec<String>,
+}
+
+/// A private certificate authority and the certificates it signed for a
+/// test server and its clients (PEM files).
+#[derive(Debug, Clone)]
+pub struct TestCa {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TestCa {
+    /// Makes the CA and the certificates in `dir`.
+    pub fn create(dir: &Path) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "giftcard test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+            let mut p = CertificateParams::new(names).expect("leaf params");
+            p.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().expect("leaf key");
+            let cert = p.signed_by(&key, &issuer).expect("leaf certificate");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_cert, client_key) = leaf(
+            vec!["giftcard-client".into()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write a PEM file");
+            path
+        };
+        Self {
+            ca: write("ca.pem", &ca_cert.pem()),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server-key.pem", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client-key.pem", &client_key),
+        }
+    }
+}
+
 /// A JetStream-enabled NATS server with its own store, authentication on.
 pub struct NatsServer {
     pub port: u16,
     pub store: tempfile::TempDir,
     pub process: Option<Guarded>,
     pub users: NatsUsers,
+    /// The certificates, when the server serves TLS.
+    pub tls: Option<TestCa>,
+    options: NatsOptions,
 }
 
 impl NatsServer {
     pub fn start() -> Self {
+        Self::start_with(NatsOptions::default())
+    }
+
+    pub fn start_with(options: NatsOptions) -> Self {
         let store = tempfile::tempdir().expect("tempdir");
+        let tls = options.tls.then(|| TestCa::create(store.path()));
         let mut s = Self {
             port: free_port(),
             store,
             process: None,
             users: NatsUsers::default(),
+            tls,
+            options,
         };
         s.write_config();
         s.restart();
@@ -267,17 +351,42 @@ impl NatsServer {
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    /// Client settings of `role`.
+    /// Client settings of `role` (with the client certificate under TLS).
     pub fn settings(&self, role: Role) -> giftcard_shared::config::NatsSettings {
-        self.users.settings(&self.url(), role)
+        let mut s = self.users.settings(&self.url(), role);
+        if let Some(ca) = &self.tls {
+            s.tls_ca_file = Some(ca.ca.clone());
+            s.tls_cert_file = Some(ca.client_cert.clone());
+            s.tls_key_file = Some(ca.client_key.clone());
+        }
+        s
+    }
+
+    /// The environment a service process needs to connect as `role`.
+    pub fn env(&self, role: Role) -> Vec<(&'static str, String)> {
+        let mut env = self.users.env(role);
+        env.push(("NATS_URL", self.url()));
+        if let Some(ca) = &self.tls {
+            for (var, path) in [
+                ("NATS_TLS_CA_FILE", &ca.ca),
+                ("NATS_TLS_CERT_FILE", &ca.client_cert),
+                ("NATS_TLS_KEY_FILE", &ca.client_key),
+            ] {
+                env.push((var, path.to_string_lossy().into_owned()));
+            }
+        }
+        env
     }
 
     /// Connects as `role`.
     pub async fn connect(&self, role: Role) -> async_nats::Client {
-        self.users.connect(&self.url(), role).await
+        giftcard_shared::nats::connect(&self.settings(role), role.identity())
+            .await
+            .unwrap_or_else(|e| panic!("connect to test nats as {role:?}: {e}"))
     }
 
     /// Runs the provisioning step (what `giftcard-migrate nats` does) as
@@ -296,11 +405,21 @@ impl NatsServer {
 
     fn write_config(&self) {
         let store = self.store.path().join("js");
+        let tls = match &self.tls {
+            Some(ca) => format!(
+                "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true }}\n",
+                ca.server_cert.display(),
+                ca.server_key.display(),
+                ca.ca.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
-            "host: 127.0.0.1\nport: {}\njetstream {{ store_dir: \"{}\" }}\n{}",
+            "host: 127.0.0.1\nport: {}\njetstream {{ store_dir: \"{}\" }}\n{tls}{}",
             self.port,
             store.display(),
-            self.users.install(self.store.path())
+            self.users
+                .install_with(self.store.path(), &self.options.extra_users)
         );
         std::fs::write(self.config_path(), config).expect("write nats.conf");
     }

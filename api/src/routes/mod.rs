@@ -50,14 +50,16 @@ impl Modify for BearerAuth {
     }
 }
 
-pub fn router() -> Router<AppState> {
+/// Every route; `/metrics` only `with_metrics` (else it has a listener of
+/// its own).
+pub fn router(with_metrics: bool) -> Router<AppState> {
     Router::new()
         .merge(purchases::router())
         .merge(catalog::router())
         .merge(admin::router())
         .merge(dead_letters::router())
         .merge(partitions::router())
-        .merge(ops::router())
+        .merge(ops::router(with_metrics))
         .fallback(|| async { ApiError::NotFound("no such route; see GET /openapi.json".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }

@@ -10,12 +10,23 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// Health, readiness and the OpenAPI document; `/metrics` too unless it
+/// has a listener of its own ([`metrics_router`]).
+pub fn router(with_metrics: bool) -> Router<AppState> {
+    let r = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .route("/openapi.json", get(openapi))
+        .route("/openapi.json", get(openapi));
+    if with_metrics {
+        r.merge(metrics_router())
+    } else {
+        r
+    }
+}
+
+/// `/metrics` alone (for `GIFTCARD_API_METRICS_LISTEN`).
+pub fn metrics_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics_text))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -58,6 +58,7 @@ struct Args {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
+    giftcard_shared::tls::install_crypto_provider();
     match main_inner().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -54,6 +54,7 @@ pub struct Args {
 
 #[tokio::main]
 async fn main() {
+    giftcard_shared::tls::install_crypto_provider();
     let args = Args::parse();
     if let Err(e) = run(args).await {
         eprintln!("giftcard-bench: {e:#}");

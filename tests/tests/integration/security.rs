@@ -10,6 +10,7 @@ use futures::StreamExt;
 use giftcard_shared::contract::{purchase_subject, HEADER_REPLY_TO};
 use giftcard_tests::load::{wait_all_terminal, Load};
 use giftcard_tests::processes::{wait_balanced, ApiProcess, WorkerProcess};
+use giftcard_tests::servers::NatsOptions;
 use giftcard_tests::{invariants, Options, Role, TestApp, MESSAGE_SECRET};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -415,5 +416,118 @@ async fn a_rotation_of_the_message_secret_under_load_loses_and_refuses_no_purcha
     );
     assert_eq!(app.purchase_count().await, outcome.accepted.len() as i64);
     invariants::check(&app.db).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn services_connect_over_tls_with_client_certificates_and_with_an_nkey() {
+    let nkey = nkeys::KeyPair::new_user();
+    let app = TestApp::spawn_with(Options {
+        nats: NatsOptions {
+            tls: true,
+            extra_users: vec![format!(
+                "{{ nkey: {}, permissions: $GIFTCARD_API_PERMISSIONS }}",
+                nkey.public_key()
+            )],
+        },
+        ..Options::default()
+    })
+    .await;
+    assert!(app.nats.url().starts_with("tls://"));
+    // The in-process api and worker (and the provisioning step) connected
+    // over TLS with a client certificate: a purchase goes through.
+    let card = app.card_with_stock("1.00", 5).await;
+    app.credit("tess", "5.00").await;
+    let (s, _, b) = app.buy("tess", card, 1, None, "wait=10").await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    // Plain TCP is refused.
+    let plain = app.nats.url().replace("tls://", "nats://");
+    let mut settings = app.nats.settings(Role::Api);
+    settings.url = plain;
+    settings.tls_ca_file = None;
+    settings.tls_cert_file = None;
+    settings.tls_key_file = None;
+    assert!(
+        giftcard_shared::nats::connect(&settings, giftcard_shared::nats::API)
+            .await
+            .is_err()
+    );
+
+    // An api process authenticating with an nkey seed file.
+    let seed = app.nats.store.path().join("api.nk");
+    std::fs::write(&seed, nkey.seed().unwrap()).unwrap();
+    let seed = seed.to_string_lossy().into_owned();
+    let by_nkey = ApiProcess::spawn_api(
+        API.as_ref(),
+        &app,
+        "nkey-api",
+        &[
+            ("NATS_USER", ""),
+            ("NATS_PASSWORD", ""),
+            ("NATS_NKEY_SEED_FILE", &seed),
+        ],
+    );
+    by_nkey.wait_ready(&app.http).await;
+    let (s, _, b) = app
+        .call_at(
+            &by_nkey.url,
+            Method::POST,
+            "/v1/purchases",
+            Some(&app.token("tess")),
+            Some(json!({"gift_card_id": card, "quantity": 1})),
+            &[("Prefer", "wait=10")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    // Without the CA the server's certificate is not trusted: the process
+    // stops, naming the setting to fix.
+    let mut untrusting =
+        ApiProcess::spawn_api(API.as_ref(), &app, "no-ca-api", &[("NATS_TLS_CA_FILE", "")]);
+    untrusting.wait_exit(Duration::from_secs(20)).await;
+    let log = untrusting.output();
+    assert!(log.contains("NATS_TLS_CA_FILE"), "{log}");
+    invariants::check(&app.db).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_metrics_listener_keeps_metrics_off_the_public_port() {
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let port = giftcard_tests::servers::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let api = ApiProcess::spawn_api(
+        API.as_ref(),
+        &app,
+        "metrics-apart",
+        &[("GIFTCARD_API_METRICS_LISTEN", &listen)],
+    );
+    api.wait_ready(&app.http).await;
+    let public = app
+        .http
+        .get(format!("{}/metrics", api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    let body: Value = public.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "NOT_FOUND");
+    let private = app
+        .http
+        .get(format!("http://{listen}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(private.status(), StatusCode::OK);
+    assert!(private
+        .text()
+        .await
+        .unwrap()
+        .contains("giftcard_api_purchases_total"));
     app.stop().await;
 }

@@ -4,7 +4,8 @@
 # free ports; this script makes sure the binaries are there).
 #
 #   ./scripts/test.sh                     all tests
-#   ./scripts/test.sh --lint              cargo fmt --check, clippy and
+#   ./scripts/test.sh --lint              cargo fmt --check, clippy,
+#                                         ./scripts/check-msrv.sh and
 #                                         ./scripts/check-deploy.sh first
 #                                         (always done when CI is set)
 #   ./scripts/test.sh --no-fail-fast      extra arguments go to `cargo test`
@@ -82,6 +83,9 @@ if ((lint)); then
   info "cargo clippy --workspace --all-targets --locked -- -D warnings"
   cargo clippy --workspace --all-targets --locked -- -D warnings ||
     die "clippy found problems (above): fix them, then re-run"
+  info "./scripts/check-msrv.sh"
+  "$GIFTCARD_REPO/scripts/check-msrv.sh" ||
+    die "the minimum supported Rust version is not true (above): fix it, then re-run"
   info "./scripts/check-deploy.sh"
   "$GIFTCARD_REPO/scripts/check-deploy.sh" ||
     die "the deployment files are invalid (above): fix them, then re-run ./scripts/check-deploy.sh"

@@ -5,7 +5,8 @@
 #
 #   ./scripts/test.sh                     all tests
 #   ./scripts/test.sh --lint              cargo fmt --check, clippy,
-#                                         ./scripts/check-msrv.sh and
+#                                         cargo deny (licenses, bans,
+#                                         sources), ./scripts/check-msrv.sh and
 #                                         ./scripts/check-deploy.sh first
 #                                         (always done when CI is set)
 #   ./scripts/test.sh --no-fail-fast      extra arguments go to `cargo test`
@@ -83,6 +84,11 @@ if ((lint)); then
   info "cargo clippy --workspace --all-targets --locked -- -D warnings"
   cargo clippy --workspace --all-targets --locked -- -D warnings ||
     die "clippy found problems (above): fix them, then re-run"
+  info "cargo deny check licenses bans sources"
+  deny="$("$GIFTCARD_REPO/scripts/install-cargo-deny.sh")" ||
+    die "scripts/install-cargo-deny.sh failed (above); fix that and re-run"
+  "$deny" --log-level error check licenses bans sources ||
+    die "cargo deny found a dependency that deny.toml does not allow (above): change the dependency or, after review, deny.toml"
   info "./scripts/check-msrv.sh"
   "$GIFTCARD_REPO/scripts/check-msrv.sh" ||
     die "the minimum supported Rust version is not true (above): fix it, then re-run"

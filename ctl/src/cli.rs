@@ -14,7 +14,13 @@ use uuid::Uuid;
     version,
     about = "Operate and use the gift-card purchase service over its HTTP API",
     after_help = "Authentication: --token/GIFTCARD_TOKEN passes a JWT as is; --as USER and \
-                  --admin mint a short-lived token from GIFTCARD_JWT_SECRET."
+                  --admin mint a short-lived token from GIFTCARD_JWT_SECRET.\n\n\
+                  Exit codes: 0 success; 1 unexpected; 2 usage (bad arguments, an invalid file, \
+                  a request the api rejects as invalid); 3 authentication or permission; \
+                  4 not found; 5 conflict or business failure (sold out, insufficient funds, \
+                  inactive card, key reused, already resolved, not authentic); 6 unavailable \
+                  (503, rate limited, still pending: retry later); 7 network (the api cannot be \
+                  reached)."
 )]
 pub struct Cli {
     /// Base URL of the api.
@@ -76,6 +82,12 @@ pub enum Command {
     /// Readiness of the api; with an admin token (--admin or GIFTCARD_TOKEN)
     /// also the workers, partition owners and backlogs.
     Status,
+    /// Print a shell completion script, e.g.
+    /// `giftcardctl completions bash > /etc/bash_completion.d/giftcardctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -215,9 +227,27 @@ pub enum DlqCmd {
         /// skip count).
         #[arg(long)]
         server_side: bool,
+        #[command(flatten)]
+        confirm: Confirm,
     },
     /// Discard a dead letter: its purchase fails with DISCARDED.
-    Discard { id: Uuid },
+    Discard {
+        id: Uuid,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+}
+
+/// How a destructive command is confirmed. Without either flag it asks on
+/// a terminal and refuses elsewhere (a script must say `--yes`).
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct Confirm {
+    /// Do it without asking.
+    #[arg(long, short = 'y', conflicts_with = "dry_run")]
+    pub yes: bool,
+    /// Show what would be done, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// The `state` filter of `dlq list`.
@@ -340,17 +370,28 @@ mod tests {
         let DlqCmd::ReplayAll {
             card: c,
             server_side,
+            confirm,
         } = dlq(&["replay-all", "--card", card]).unwrap()
         else {
             panic!("wrong command");
         };
         assert_eq!(c, Some(card.parse().unwrap()));
         assert!(!server_side);
+        assert!(!confirm.yes && !confirm.dry_run, "asks unless told");
         let DlqCmd::ReplayAll { server_side, .. } = dlq(&["replay-all", "--server-side"]).unwrap()
         else {
             panic!("wrong command");
         };
         assert!(server_side);
+        let DlqCmd::Discard { confirm, .. } = dlq(&["discard", card, "--yes"]).unwrap() else {
+            panic!("wrong command");
+        };
+        assert!(confirm.yes);
+        let DlqCmd::ReplayAll { confirm, .. } = dlq(&["replay-all", "--dry-run"]).unwrap() else {
+            panic!("wrong command");
+        };
+        assert!(confirm.dry_run);
+        assert!(dlq(&["discard", card, "--yes", "--dry-run"]).is_err());
         assert!(matches!(
             dlq(&["inspect", card]).unwrap(),
             DlqCmd::Inspect { .. }

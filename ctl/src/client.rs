@@ -110,6 +110,7 @@ fn snippet(text: &str) -> String {
 impl Client {
     /// A client for `base`; `token` is sent as a bearer token when present.
     pub fn new(base: Url, token: Option<String>) -> Result<Self, CtlError> {
+        giftcard_shared::tls::install_crypto_provider();
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(CtlError::Usage(format!(
                 "--api-url / GIFTCARD_API_URL must be an http(s) URL such as http://127.0.0.1:8080, got {:?}",

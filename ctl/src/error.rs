@@ -147,6 +147,32 @@ impl CtlError {
         out
     }
 
+    /// The process exit code of this failure's class (documented in
+    /// `giftcardctl --help` and the README), so scripts can tell "sold out"
+    /// from "network down".
+    pub fn exit_code(&self) -> u8 {
+        self.class() as u8
+    }
+
+    /// The class of this failure.
+    pub fn class(&self) -> ExitClass {
+        match self {
+            Self::Api { status, code, .. } => api_class(*status, code),
+            Self::PurchaseFailed { code, .. } => api_class(409, code),
+            Self::Unexpected { .. } => ExitClass::Other,
+            Self::Transport { .. } => ExitClass::Network,
+            Self::MissingToken(_)
+            | Self::MissingSecret { .. }
+            | Self::WeakSecret
+            | Self::Mint(_) => ExitClass::Auth,
+            Self::Usage(_) | Self::Read { .. } | Self::InvalidCsv { .. } => ExitClass::Usage,
+            Self::ImportInterrupted { cause, .. } | Self::ReplayInterrupted { cause, .. } => {
+                cause.class()
+            }
+            Self::StillPending { .. } | Self::NotReady { .. } => ExitClass::Unavailable,
+        }
+    }
+
     /// One line telling the user what to try next.
     pub fn hint(&self) -> String {
         match self {
@@ -198,6 +224,39 @@ impl CtlError {
     }
 }
 
+/// What kind of failure ended a command: its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitClass {
+    /// Anything the classes below do not cover (an answer outside the contract).
+    Other = 1,
+    /// Bad arguments, an unreadable or invalid file, a request the api
+    /// rejects as invalid (400, 413, 422).
+    Usage = 2,
+    /// No usable token or secret, or the api refused it (401, 403).
+    Auth = 3,
+    /// 404: no such card, purchase or dead letter.
+    NotFound = 4,
+    /// A conflict or business failure (409, an idempotency key reused).
+    Conflict = 5,
+    /// Try again later: 503, 429, a purchase still pending.
+    Unavailable = 6,
+    /// The api could not be reached at all.
+    Network = 7,
+}
+
+fn api_class(status: u16, code: &str) -> ExitClass {
+    match (status, code) {
+        (_, "IDEMPOTENCY_KEY_REUSED") => ExitClass::Conflict,
+        (401 | 403, _) => ExitClass::Auth,
+        (404, _) => ExitClass::NotFound,
+        (409, _) => ExitClass::Conflict,
+        (429 | 502 | 503 | 504, _) => ExitClass::Unavailable,
+        (400..=499, _) => ExitClass::Usage,
+        _ => ExitClass::Other,
+    }
+}
+
 fn api_hint(code: &str) -> &'static str {
     match code {
         "UNAUTHENTICATED" => {
@@ -227,6 +286,11 @@ fn api_hint(code: &str) -> &'static str {
             "it was already replayed or discarded; `giftcardctl --admin dlq inspect ID` shows its events"
         }
         "DEAD_LETTERED" => "an operator can replay it with `giftcardctl --admin dlq replay`",
+        "DEAD_LETTER_NOT_AUTHENTIC" => {
+            "no api signed this message (a forgery, or a retired GIFTCARD_MESSAGE_SECRET): \
+             discard it with `giftcardctl --admin dlq discard ID`"
+        }
+        "RATE_LIMITED" => "too many requests for this user; wait as long as Retry-After says",
         "SERVICE_UNAVAILABLE" => {
             "the api could not durably accept the request; retry shortly (`giftcardctl status` shows readiness)"
         }

@@ -41,6 +41,16 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         let sub = args.sub.as_deref().or(as_user.as_deref());
         return auth::token_command(sub, admin, args.ttl_hours, json);
     }
+    if let Command::Completions { shell } = command {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "giftcardctl",
+            &mut std::io::stdout(),
+        );
+        return Ok(());
+    }
     let creds = Credentials {
         token,
         as_user,
@@ -65,7 +75,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         json,
     };
     match command {
-        Command::Token(_) => unreachable!("handled above"),
+        Command::Token(_) | Command::Completions { .. } => unreachable!("handled above"),
         Command::Cards(cmd) => commands::cards::run(&ctx, cmd).await,
         Command::Codes(cmd) => commands::codes::run(&ctx, cmd).await,
         Command::Wallet(cmd) => commands::wallet::run(&ctx, cmd).await,
@@ -79,7 +89,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
 /// Which token a command needs, if any.
 fn needs(command: &Command) -> Option<Need> {
     match command {
-        Command::Token(_) | Command::Status => None,
+        Command::Token(_) | Command::Status | Command::Completions { .. } => None,
         Command::Cards(CardsCmd::Create { .. } | CardsCmd::Update { .. })
         | Command::Codes(_)
         | Command::Wallet(WalletCmd::Credit { .. })

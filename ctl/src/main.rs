@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {}", e.report());
             eprintln!("hint: {}", e.hint());
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

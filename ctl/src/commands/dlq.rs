@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::Ctx;
-use crate::cli::{DlqCmd, DlqState};
+use crate::cli::{Confirm, DlqCmd, DlqState};
 use crate::client::{Client, Reply};
 use crate::error::CtlError;
 use crate::model::{DeadLetter, DeadLetterDetail, Page, Replayed};
@@ -32,6 +32,8 @@ const MAX_PAGE: u16 = 500;
 const REASON_WIDTH: usize = 60;
 /// The api's code for a dead letter that is no longer pending.
 const RESOLVED: &str = "DEAD_LETTER_RESOLVED";
+/// The api's code for a dead letter whose message no api signed.
+const NOT_AUTHENTIC: &str = "DEAD_LETTER_NOT_AUTHENTIC";
 
 #[derive(Serialize)]
 struct ReplayFilter {
@@ -59,13 +61,41 @@ pub async fn run(ctx: &Ctx, cmd: DlqCmd) -> Result<(), CtlError> {
         }
         DlqCmd::ReplayAll {
             card,
-            server_side: true,
-        } => replay_all_server_side(ctx, card).await,
-        DlqCmd::ReplayAll {
-            card,
-            server_side: false,
-        } => replay_all(ctx, card).await,
-        DlqCmd::Discard { id } => {
+            server_side,
+            confirm,
+        } => {
+            let pending = pending_ids(ctx, card).await?;
+            let question = format!(
+                "replay {} pending dead letter(s){}",
+                pending.len(),
+                card.map(|c| format!(" of card {c}")).unwrap_or_default()
+            );
+            if !pending.is_empty() && !confirmed(confirm, &question)? {
+                return Ok(());
+            }
+            if server_side {
+                replay_all_server_side(ctx, card).await
+            } else {
+                replay_all(ctx, card, &pending).await
+            }
+        }
+        DlqCmd::Discard { id, confirm } => {
+            let detail: DeadLetterDetail = ctx
+                .client
+                .get(&[BASE[0], BASE[1], BASE[2], &id.to_string()])
+                .await?
+                .json()?;
+            let dl = &detail.dead_letter;
+            let question = format!(
+                "discard dead letter {id} (purchase {}, user {}, reason: {}): the purchase fails \
+                 with DISCARDED",
+                opt(&dl.purchase_id),
+                opt(&dl.user_id),
+                truncate(&dl.reason, REASON_WIDTH)
+            );
+            if !confirmed(confirm, &question)? {
+                return Ok(());
+            }
             let reply = ctx
                 .client
                 .delete(&[BASE[0], BASE[1], BASE[2], &id.to_string()])
@@ -377,21 +407,52 @@ async fn replay_all_server_side(ctx: &Ctx, card: Option<Uuid>) -> Result<(), Ctl
     Ok(())
 }
 
-/// Lists every pending dead letter (of `card`), then replays them one by
-/// one, oldest first.
-async fn replay_all(ctx: &Ctx, card: Option<Uuid>) -> Result<(), CtlError> {
+/// Whether to go ahead with `what`: `--yes` says so, `--dry-run` prints it
+/// and changes nothing, otherwise a person at a terminal is asked; a script
+/// without `--yes` is refused.
+fn confirmed(confirm: Confirm, what: &str) -> Result<bool, CtlError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if confirm.dry_run {
+        println!("dry run: would {what}; nothing changed");
+        return Ok(false);
+    }
+    if confirm.yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CtlError::Usage(format!(
+            "not confirmed: this would {what}; pass --yes to do it, or --dry-run to see it"
+        )));
+    }
+    eprint!("{what}? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    let yes = matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes");
+    if !yes {
+        eprintln!("nothing changed");
+    }
+    Ok(yes)
+}
+
+/// The ids of every pending dead letter (of `card`), oldest first.
+async fn pending_ids(ctx: &Ctx, card: Option<Uuid>) -> Result<Vec<Uuid>, CtlError> {
     let filter = Filter {
         card,
         state: Some(DlqState::Pending),
         limit: Some(MAX_PAGE),
     };
-    let ids: Vec<Uuid> = decode_letters(fetch_all(ctx, &filter).await?)?
+    Ok(decode_letters(fetch_all(ctx, &filter).await?)?
         .into_iter()
         .map(|d| d.id)
-        .collect();
+        .collect())
+}
+
+/// Replays the listed pending dead letters one by one, oldest first.
+async fn replay_all(ctx: &Ctx, card: Option<Uuid>, ids: &[Uuid]) -> Result<(), CtlError> {
     let bar = progress_bar(ids.len() as u64);
     let client = &ctx.client;
-    let tally = replay_each(&ids, card, &bar, |id| async move {
+    let tally = replay_each(ids, card, &bar, |id| async move {
         replay_one(client, id).await.map(drop)
     })
     .await?;
@@ -405,15 +466,21 @@ struct Tally {
     replayed: u64,
     /// Already replayed or discarded by the time their turn came.
     skipped: u64,
+    /// Not signed by an api (forgeries): left pending, to be discarded.
+    not_authentic: u64,
 }
 
 impl Tally {
     /// The summary line: `replayed: N, skipped: M`, or JSON.
     fn render(&self, json: bool) -> String {
         if json {
-            json!({ "replayed": self.replayed, "skipped": self.skipped }).to_string()
+            json!({ "replayed": self.replayed, "skipped": self.skipped, "not_authentic": self.not_authentic })
+                .to_string()
         } else {
-            format!("replayed: {}, skipped: {}", self.replayed, self.skipped)
+            format!(
+                "replayed: {}, skipped: {}, not authentic: {}",
+                self.replayed, self.skipped, self.not_authentic
+            )
         }
     }
 }
@@ -423,6 +490,8 @@ enum Outcome {
     Replayed,
     /// 409 `DEAD_LETTER_RESOLVED`: no longer pending.
     Skipped,
+    /// 409 `DEAD_LETTER_NOT_AUTHENTIC`: never signed by an api.
+    NotAuthentic,
 }
 
 /// What one replay's result means for the run; an `Err` stops it.
@@ -432,6 +501,9 @@ fn classify(result: Result<(), CtlError>) -> Result<Outcome, CtlError> {
         Err(CtlError::Api {
             status: 409, code, ..
         }) if code == RESOLVED => Ok(Outcome::Skipped),
+        Err(CtlError::Api {
+            status: 409, code, ..
+        }) if code == NOT_AUTHENTIC => Ok(Outcome::NotAuthentic),
         Err(e) => Err(e),
     }
 }
@@ -455,6 +527,13 @@ where
             Ok(Outcome::Skipped) => {
                 tally.skipped += 1;
                 bar.set_message(format!("{} skipped (already resolved)", tally.skipped));
+            }
+            Ok(Outcome::NotAuthentic) => {
+                tally.not_authentic += 1;
+                bar.set_message(format!(
+                    "{} not authentic (discard them)",
+                    tally.not_authentic
+                ));
             }
             Err(cause) => {
                 bar.abandon();
@@ -551,7 +630,8 @@ mod tests {
             outcome.unwrap(),
             Tally {
                 replayed: 3,
-                skipped: 2
+                skipped: 2,
+                not_authentic: 0,
             }
         );
         assert_eq!(called, ids(5), "every id, in the listed order");
@@ -634,6 +714,10 @@ mod tests {
             classify(Err(api_error(409, RESOLVED))).unwrap(),
             Outcome::Skipped
         );
+        assert_eq!(
+            classify(Err(api_error(409, NOT_AUTHENTIC))).unwrap(),
+            Outcome::NotAuthentic
+        );
         assert_eq!(classify(Ok(())).unwrap(), Outcome::Replayed);
     }
 
@@ -642,10 +726,14 @@ mod tests {
         let t = Tally {
             replayed: 7,
             skipped: 2,
+            not_authentic: 1,
         };
-        assert_eq!(t.render(false), "replayed: 7, skipped: 2");
+        assert_eq!(t.render(false), "replayed: 7, skipped: 2, not authentic: 1");
         let v: Value = serde_json::from_str(&t.render(true)).unwrap();
-        assert_eq!(v, json!({ "replayed": 7, "skipped": 2 }));
+        assert_eq!(
+            v,
+            json!({ "replayed": 7, "skipped": 2, "not_authentic": 1 })
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real NATS and PostgreSQL per test.
 
 mod admin;
+mod cli;
 mod dead_letters;
 mod faults;
 mod idempotency;

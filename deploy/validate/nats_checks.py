@@ -394,7 +394,11 @@ def check_nats_values(repo: Path, report: Report) -> None:
         (("container", "image", "tag"), lambda x: str(x).startswith("2.12"), "2.12.*"),
         (("config", "nats", "tls", "enabled"), lambda x: x is True, "true (clients use TLS)"),
         (("config", "cluster", "tls", "enabled"), lambda x: x is True, "true (mutual-TLS routes)"),
-        (("config", "cluster", "tls", "merge", "ca_file"), lambda x: bool(x), "the CA that routes are checked against"),
+        (("config", "cluster", "tls", "merge", "ca_file"), lambda x: x == "/etc/nats-ca-cert/ca.crt",
+         "the trust bundle of tlsCA (/etc/nats-ca-cert/ca.crt)"),
+        (("tlsCA", "enabled"), lambda x: x is True, "true (the trust bundle)"),
+        (("tlsCA", "configMapName"), lambda x: x == "giftcard-nats-ca",
+         "giftcard-nats-ca (the bundle the clients trust too)"),
         (("config", "merge", "$include"), lambda x: x == "accounts.conf", "accounts.conf (users and permissions)"),
         (("natsBox", "enabled"), lambda x: x is False, "false"),
     ]

@@ -262,9 +262,10 @@ def check_compose(repo: Path, report: Report, env_names: Set[str]) -> Tuple[Set[
     nats_nodes = [n for n, s in services.items() if str(s.get("image", "")).startswith("nats:2.12")]
     if len(nats_nodes) != 3:
         problems.append(f"expected 3 NATS nodes (image nats:2.12*), found {len(nats_nodes)}")
-    api = services.get("api") or {}
-    if str((api.get("environment") or {}).get("GIFTCARD_STREAM_REPLICAS")) != "3":
-        problems.append("services.api.environment.GIFTCARD_STREAM_REPLICAS must be 3 (R3 streams)")
+    provision = services.get("provision") or {}
+    if str((provision.get("environment") or {}).get("GIFTCARD_STREAM_REPLICAS")) != "3":
+        problems.append("services.provision.environment.GIFTCARD_STREAM_REPLICAS must be 3 (R3 streams; "
+                        "giftcard-migrate nats creates them)")
     worker = services.get("worker") or {}
     replicas = ((worker.get("deploy") or {}).get("replicas")) or 1
     if replicas < 2:

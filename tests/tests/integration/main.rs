@@ -4,6 +4,7 @@ mod admin;
 mod dead_letters;
 mod faults;
 mod idempotency;
+mod monitoring;
 mod operations;
 mod purchases;
 mod security;

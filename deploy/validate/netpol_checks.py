@@ -20,7 +20,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from common import Report, rel
 from k8s_checks import Manifests, pod_labels
 
-NATS = {"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "nats"}
+# The labels the NATS chart gives its server pods (nats.selectorLabels);
+# a nats-box pod has component nats-box.
+NATS = {"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "nats", "app.kubernetes.io/component": "nats"}
 
 
 @dataclass
@@ -35,6 +37,7 @@ def stand_ins() -> List[Pod]:
     return [
         Pod("nats", "nats", NATS, {"nats": 4222, "cluster": 6222, "monitor": 8222}),
         Pod("operator-tooling", "nats", {"giftcard-nats-operator": "true"}),
+        Pod("nats-box", "nats", {**NATS, "app.kubernetes.io/component": "nats-box"}),
         Pod("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"}),
         Pod("ingress-controller", "ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}),
         Pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, {"dns": 53}),
@@ -135,7 +138,7 @@ MUST_DENY = [
     ("giftcard-migrate", "nats", 4222), ("giftcard-provision", "postgresql", 5432),
     ("prometheus", "nats", 4222), ("prometheus", "nats", 6222), ("giftcard-api", "nats", 6222),
     ("giftcard-api", "nats", 8222), ("nats", "giftcard-api", 8080), ("operator-tooling", "nats", 6222),
-    ("operator-tooling", "postgresql", 5432),
+    ("operator-tooling", "postgresql", 5432), ("nats-box", "nats", 4222),
 ] + [(intruder, dst, port) for intruder in ("intruder-in-giftcard", "intruder-elsewhere")
      for dst, port in (("giftcard-api", 8080), ("giftcard-api", 9091), ("giftcard-worker", 9090),
                        ("nats", 4222), ("nats", 6222), ("nats", 8222), ("postgresql", 5432))]

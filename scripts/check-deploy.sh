@@ -2,15 +2,24 @@
 # Validates the deployment files without a container engine or a cluster:
 #
 #   deploy/docker/Dockerfile         hadolint + structure (stages, --locked, 4 binaries, non-root)
-#   deploy/compose/compose.yaml      compose-spec JSON schema (vendored, deploy/validate/) + references
+#   deploy/compose/compose.yaml      compose-spec JSON schema (vendored, deploy/validate/) + references,
+#                                    TLS and one NATS user per service
 #   deploy/nats/*.conf,
-#   deploy/compose/nats/*.conf       nats-server -t (the pinned server, scripts/install-nats.sh)
-#   deploy/k8s/*.yaml                kubernetes-validate --strict against Kubernetes 1.30 and the
-#                                    newest schemas it ships, + cross-references
-#   deploy/k8s/nats-values.yaml      parses; cluster of 3, JetStream file store, sync_interval always
+#   deploy/compose/nats/*.conf       nats-server -t (the pinned server, scripts/install-nats.sh) with
+#                                    throwaway passwords and certificates (deploy/compose/certs.sh);
+#                                    users, TLS, mutual-TLS routes; the compose cluster is also started
+#                                    on loopback ports and logged into as every user
+#   deploy/k8s/**/*.yaml             kubernetes-validate --strict against Kubernetes 1.30 and the
+#                                    newest schemas it ships (cert-manager and Prometheus Operator
+#                                    resources: deploy/validate/crds), + cross-references; what the
+#                                    NetworkPolicies allow and deny
+#   deploy/k8s/nats-values.yaml      cluster of 3, JetStream file store, sync_interval always, TLS,
+#                                    verbatim copies of accounts.conf and permissions.conf
+#   deploy/monitoring/               promtool check rules / test rules; the dashboard's queries
 #
 # The validators come from PyPI, hash-locked in deploy/validate/requirements.txt,
-# installed once into .tools/venv (re-installed only when that file changes).
+# installed once into .tools/venv (re-installed only when that file changes);
+# promtool from Debian's `prometheus` package (installed when missing).
 # Prints one OK/FAIL line per file; exits non-zero when anything is wrong.
 #
 #   ./scripts/check-deploy.sh
@@ -60,6 +69,33 @@ nats_server="$("$GIFTCARD_REPO/scripts/install-nats.sh")" ||
   die "could not install nats-server (see above)"
 
 # ---------------------------------------------------------------------------
-# 3. The checks.
+# 3. promtool (for the alert rules and their unit tests), from Debian.
 
-exec "$VENV/bin/python" "$CHECKER" --repo "$GIFTCARD_REPO" --nats-server "$nats_server"
+promtool_ok() {
+  command -v promtool >/dev/null 2>&1 && promtool test rules --help >/dev/null 2>&1
+}
+if ! promtool_ok; then
+  info "installing promtool (Debian package prometheus) for the alert rules and their tests"
+  log="$GIFTCARD_REPO/.tools/check-deploy-apt.log"
+  mkdir -p "$GIFTCARD_REPO/.tools"
+  install_promtool() {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >>"$log" 2>&1
+  }
+  : >"$log"
+  if ! install_promtool; then
+    # A stale package list is the usual cause: refresh it once.
+    apt-get update >>"$log" 2>&1 || true
+    install_promtool || {
+      show_log_tail "$log" 15
+      die "could not install promtool: run 'apt-get install prometheus' as root (or put a promtool >= 2.5 with 'test rules' on PATH) and re-run"
+    }
+  fi
+  promtool_ok || die "promtool is installed but has no 'test rules' command: install a promtool >= 2.5 and re-run"
+fi
+info "promtool: $(promtool --version 2>&1 | head -n 1)"
+
+# ---------------------------------------------------------------------------
+# 4. The checks.
+
+exec "$VENV/bin/python" "$CHECKER" --repo "$GIFTCARD_REPO" --nats-server "$nats_server" \
+  --promtool "$(command -v promtool)"

@@ -5,102 +5,32 @@ Run by scripts/check-deploy.sh inside .tools/venv (PyYAML, jsonschema,
 kubernetes-validate, check-jsonschema and hadolint come from
 deploy/validate/requirements.txt):
 
-    python deploy/validate/check_deploy.py --repo . --nats-server .tools/bin/nats-server
+    python deploy/validate/check_deploy.py --repo . \
+        --nats-server .tools/bin/nats-server --promtool /usr/bin/promtool
 
 Prints one `OK` or `FAIL` line per checked file (with what is wrong) and
-exits 1 if anything failed.
+exits 1 if anything failed. This file checks the Dockerfile and compose;
+nats_checks.py the NATS configurations, k8s_checks.py and netpol_checks.py
+the Kubernetes manifests, monitoring_checks.py the alerts and the dashboard.
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
-import yaml
-
-import kubernetes_validate
-from kubernetes_validate import utils as kv_utils
-
-# Kubernetes versions every manifest must validate against: the oldest one we
-# support (schemas shipped by kubernetes-validate) and the newest it ships.
-K8S_MIN_VERSION = "1.30.0"
-
-# The four binaries of the image (deploy/docker/Dockerfile).
-BINARIES = ("giftcard-api", "giftcard-worker", "giftcard-migrate", "giftcardctl")
-
-# Manifests of deploy/k8s that kustomization.yaml leaves out on purpose.
-K8S_NOT_IN_KUSTOMIZATION = {
-    "secret.example.yaml": "placeholders: operators fill in and apply their own copy",
-    "migrate-job.yaml": "run once per release, before the services",
-}
-# Files of deploy/k8s that are not Kubernetes manifests.
-K8S_NOT_MANIFESTS = {"kustomization.yaml", "nats-values.yaml"}
+from common import PLACEHOLDER, Report, load_yaml_docs, rel, run, venv_tool
+from k8s_checks import BINARIES, check_k8s
+from monitoring_checks import check_monitoring
+from nats_checks import check_nats_cluster_live, check_nats_configs, check_nats_values, password_vars, users
+from netpol_checks import check_network_policies
 
 # Environment variables read by something other than the project's code.
 EXTERNAL_ENV = {"RUST_LOG"}
-
-# Marker that Secret templates and .env.example use instead of real values.
-PLACEHOLDER = "REPLACE-ME"
-
-
-class Report:
-    def __init__(self) -> None:
-        self.ok = 0
-        self.failed = 0
-
-    def result(self, what: str, path: str, problems: List[str], detail: str = "") -> None:
-        if problems:
-            self.failed += 1
-            print(f"FAIL {what:<11} {path}")
-            for p in problems:
-                for i, line in enumerate(str(p).rstrip().splitlines()):
-                    print(f"       {'- ' if i == 0 else '  '}{line}")
-        else:
-            self.ok += 1
-            print(f"OK   {what:<11} {path}{f'  ({detail})' if detail else ''}")
-        sys.stdout.flush()
-
-
-def rel(repo: Path, p: Path) -> str:
-    try:
-        return str(p.relative_to(repo))
-    except ValueError:
-        return str(p)
-
-
-def run(cmd: List[str], cwd: Optional[Path] = None) -> Tuple[int, str]:
-    proc = subprocess.run(
-        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
-    return proc.returncode, proc.stdout
-
-
-def venv_tool(name: str) -> str:
-    """A console script installed next to this interpreter (the venv's bin)."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if not found:
-        raise SystemExit(f"{name} is not installed: run scripts/check-deploy.sh (it installs it)")
-    return found
-
-
-def load_yaml_docs(path: Path) -> Tuple[List[Any], Optional[str]]:
-    try:
-        with path.open() as f:
-            return [d for d in yaml.safe_load_all(f) if d is not None], None
-    except yaml.YAMLError as e:
-        return [], f"not valid YAML: {e}"
-
 
 # ---------------------------------------------------------------------------
 # What the project's code defines
@@ -332,9 +262,10 @@ def check_compose(repo: Path, report: Report, env_names: Set[str]) -> Tuple[Set[
     nats_nodes = [n for n, s in services.items() if str(s.get("image", "")).startswith("nats:2.12")]
     if len(nats_nodes) != 3:
         problems.append(f"expected 3 NATS nodes (image nats:2.12*), found {len(nats_nodes)}")
-    api = services.get("api") or {}
-    if str((api.get("environment") or {}).get("GIFTCARD_STREAM_REPLICAS")) != "3":
-        problems.append("services.api.environment.GIFTCARD_STREAM_REPLICAS must be 3 (R3 streams)")
+    provision = services.get("provision") or {}
+    if str((provision.get("environment") or {}).get("GIFTCARD_STREAM_REPLICAS")) != "3":
+        problems.append("services.provision.environment.GIFTCARD_STREAM_REPLICAS must be 3 (R3 streams; "
+                        "giftcard-migrate nats creates them)")
     worker = services.get("worker") or {}
     replicas = ((worker.get("deploy") or {}).get("replicas")) or 1
     if replicas < 2:
@@ -344,10 +275,12 @@ def check_compose(repo: Path, report: Report, env_names: Set[str]) -> Tuple[Set[
         problems.append("services.migrate.command must be [giftcard-migrate, up]")
     for name in ("api", "worker"):
         deps = (services.get(name) or {}).get("depends_on") or {}
-        if (deps.get("migrate") or {}).get("condition") != "service_completed_successfully":
-            problems.append(f"services.{name} must wait for migrate (service_completed_successfully)")
+        for step in ("migrate", "provision"):
+            if (deps.get(step) or {}).get("condition") != "service_completed_successfully":
+                problems.append(f"services.{name} must wait for {step} (service_completed_successfully)")
         if "/readyz" not in str((services.get(name) or {}).get("healthcheck")):
             problems.append(f"services.{name}.healthcheck must probe /readyz")
+    problems += compose_nats_problems(repo, services, nats_nodes)
 
     report.result("compose", rel(repo, path), problems,
                   f"compose-spec schema; {len(services)} services; "
@@ -355,267 +288,54 @@ def check_compose(repo: Path, report: Report, env_names: Set[str]) -> Tuple[Set[
     return set(services), spec
 
 
-# ---------------------------------------------------------------------------
-# NATS configs
+def default_of(value: Any) -> str:
+    """`${VAR:-default}` -> default; a plain value stays."""
+    m = re.fullmatch(r"\$\{[A-Za-z0-9_]+:-(.*)\}", str(value))
+    return m.group(1) if m else str(value)
 
 
-def check_nats_configs(repo: Path, report: Report, nats_server: str, compose_services: Set[str]) -> None:
-    configs = sorted((repo / "deploy/nats").glob("*.conf")) + sorted((repo / "deploy/compose/nats").glob("*.conf"))
-    if not configs:
-        report.result("nats-config", "deploy/**/*.conf", ["no NATS config files found"])
-    for conf in configs:
-        problems: List[str] = []
-        code, out = run([nats_server, "-t", "-c", str(conf)], cwd=repo)
-        if code != 0:
-            problems.append(f"nats-server -t: {out.strip()}")
-        text = conf.read_text()
-        if conf.parent.name == "nats" and conf.parent.parent.name == "compose":
-            m = re.match(r"nats-(\d+)\.conf$", conf.name)
-            if m and not re.search(rf"^server_name:\s*nats-{m.group(1)}\b", text, re.M):
-                problems.append(f"server_name must be nats-{m.group(1)} (the compose service)")
-            for host in re.findall(r"nats-route://([^:/\s]+)", text):
-                if compose_services and host not in compose_services:
-                    problems.append(f"route to {host}, which is not a compose service")
-        if "cluster" in text and "jetstream" in text and not re.search(r"sync_interval:\s*always", text):
-            problems.append("a JetStream cluster config must set sync_interval: always")
-        report.result("nats-config", rel(repo, conf), problems, "nats-server -t: valid")
-
-
-# ---------------------------------------------------------------------------
-# Kubernetes
-
-
-def labels_match(selector: Dict[str, str], labels: Dict[str, str]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
-
-
-def k8s_validate(doc: Dict[str, Any], version: str) -> Optional[str]:
-    try:
-        kubernetes_validate.validate(doc, version, strict=True)
-    except kv_utils.SchemaNotFoundError:
-        return (f"kubernetes {kv_utils.major_minor(version)} has no {doc.get('apiVersion')} "
-                f"{doc.get('kind')} (unknown kind or apiVersion)")
-    except kv_utils.ValidationError as e:
-        where = ".".join(str(p) for p in e.path) or "(root)"
-        return f"kubernetes {kv_utils.major_minor(version)}: {where}: {e.message}"
-    return None
-
-
-def check_k8s(repo: Path, report: Report, env_names: Set[str]) -> None:
-    k8s = repo / "deploy/k8s"
-    versions = [K8S_MIN_VERSION]
-    latest = kv_utils.latest_version()
-    if kv_utils.major_minor(latest) != kv_utils.major_minor(K8S_MIN_VERSION):
-        versions.append(latest)
-    vlabel = " and ".join(kv_utils.major_minor(v) for v in versions)
-
-    manifests = sorted(p for p in k8s.glob("*.yaml") if p.name not in K8S_NOT_MANIFESTS)
-    resources: List[Tuple[Path, Dict[str, Any]]] = []
-    per_file: Dict[Path, List[str]] = {}
-    for path in manifests:
-        docs, err = load_yaml_docs(path)
-        problems = [err] if err else []
-        if not err and not docs:
-            problems.append("no Kubernetes resource in the file")
-        for doc in docs:
-            if not isinstance(doc, dict) or "kind" not in doc:
-                problems.append("a YAML document that is not a Kubernetes resource")
-                continue
-            name = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
-            for v in versions:
-                msg = k8s_validate(doc, v)
-                if msg:
-                    problems.append(f"{name}: {msg}")
-            if doc.get("kind") != "Namespace" and (doc.get("metadata") or {}).get("namespace") != "giftcard":
-                problems.append(f"{name}: metadata.namespace must be giftcard")
-            resources.append((path, doc))
-        per_file[path] = problems
-
-    def add(path: Path, msg: str) -> None:
-        per_file.setdefault(path, []).append(msg)
-
-    by_kind: Dict[str, List[Tuple[Path, Dict[str, Any]]]] = {}
-    for path, doc in resources:
-        by_kind.setdefault(doc["kind"], []).append((path, doc))
-
-    def named(kind: str) -> Dict[str, Dict[str, Any]]:
-        return {(d.get("metadata") or {}).get("name"): d for _, d in by_kind.get(kind, [])}
-
-    configmaps = named("ConfigMap")
-    secrets = named("Secret")
-    deployments = named("Deployment")
-
-    for name, cm in configmaps.items():
-        for key in (cm.get("data") or {}):
-            if key not in env_names:
-                add(next(p for p, d in resources if d is cm),
-                    f"ConfigMap/{name}: {key} is not a variable the services read (typo?)")
-    for path, sec in by_kind.get("Secret", []):
-        for key, value in (sec.get("stringData") or {}).items():
-            if PLACEHOLDER not in str(value):
-                add(path, f"Secret/{sec['metadata']['name']}: stringData.{key} must be a placeholder "
-                          f"containing {PLACEHOLDER}, never a real value")
-        if sec.get("data"):
-            add(path, f"Secret/{sec['metadata']['name']}: use stringData placeholders, not data")
-
-    hpa_targets = {((d.get("spec") or {}).get("scaleTargetRef") or {}).get("name")
-                   for _, d in by_kind.get("HorizontalPodAutoscaler", [])}
-
-    # Pod templates: references to ConfigMaps/Secrets, env names, probes, security.
-    for kind in ("Deployment", "Job"):
-        for path, doc in by_kind.get(kind, []):
-            name = f"{kind}/{doc['metadata']['name']}"
-            tmpl = (doc.get("spec") or {}).get("template") or {}
-            pod = tmpl.get("spec") or {}
-            if not (pod.get("securityContext") or {}).get("runAsNonRoot"):
-                add(path, f"{name}: pod securityContext.runAsNonRoot must be true")
-            annotations = (tmpl.get("metadata") or {}).get("annotations") or {}
-            if kind == "Deployment":
-                sel = ((doc["spec"].get("selector") or {}).get("matchLabels")) or {}
-                if not labels_match(sel, (tmpl.get("metadata") or {}).get("labels") or {}):
-                    add(path, f"{name}: spec.selector does not match the pod template's labels")
-                if annotations.get("prometheus.io/scrape") != "true":
-                    add(path, f"{name}: pod template needs prometheus.io/scrape: \"true\"")
-                if doc["metadata"]["name"] in hpa_targets and "replicas" in doc["spec"]:
-                    add(path, f"{name}: scaled by a HorizontalPodAutoscaler, so it must not set "
-                              "spec.replicas (kubectl apply would reset the autoscaler's choice)")
-            for c in pod.get("containers") or []:
-                cname = f"{name} container {c.get('name')}"
-                cmd = c.get("command") or []
-                if not cmd or cmd[0] not in BINARIES:
-                    add(path, f"{cname}: command must start with one of {', '.join(BINARIES)}")
-                sc = c.get("securityContext") or {}
-                if sc.get("readOnlyRootFilesystem") is not True or sc.get("allowPrivilegeEscalation") is not False:
-                    add(path, f"{cname}: securityContext needs readOnlyRootFilesystem: true and "
-                              "allowPrivilegeEscalation: false")
-                limits = ((c.get("resources") or {}).get("limits") or {})
-                requests = ((c.get("resources") or {}).get("requests") or {})
-                if "memory" not in limits or "memory" not in requests:
-                    add(path, f"{cname}: resources need memory requests and limits")
-                for ef in c.get("envFrom") or []:
-                    ref = (ef.get("configMapRef") or {}).get("name")
-                    if ref and ref not in configmaps:
-                        add(path, f"{cname}: envFrom ConfigMap {ref} is not defined in deploy/k8s")
-                    sref = (ef.get("secretRef") or {}).get("name")
-                    if sref and sref not in secrets:
-                        add(path, f"{cname}: envFrom Secret {sref} is not defined in deploy/k8s")
-                for e in c.get("env") or []:
-                    if e.get("name") not in env_names:
-                        add(path, f"{cname}: env {e.get('name')} is not a variable the services read")
-                    skr = ((e.get("valueFrom") or {}).get("secretKeyRef")) or {}
-                    if skr:
-                        sec = secrets.get(skr.get("name"))
-                        if sec is None:
-                            add(path, f"{cname}: env {e['name']}: Secret {skr.get('name')} is not defined")
-                        elif skr.get("key") not in (sec.get("stringData") or {}) and not skr.get("optional"):
-                            add(path, f"{cname}: env {e['name']}: Secret {skr['name']} has no key {skr.get('key')}")
-                ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
-                for probe in ("readinessProbe", "livenessProbe"):
-                    pr = c.get(probe)
-                    if kind == "Deployment" and not pr:
-                        add(path, f"{cname}: needs a {probe}")
-                        continue
-                    port = ((pr or {}).get("httpGet") or {}).get("port")
-                    if isinstance(port, str) and port not in ports:
-                        add(path, f"{cname}: {probe} uses port {port}, which the container does not name")
-                if kind == "Deployment":
-                    want = {"readinessProbe": "/readyz", "livenessProbe": "/healthz"}
-                    for probe, p in want.items():
-                        got = (((c.get(probe) or {}).get("httpGet") or {}).get("path"))
-                        if got != p:
-                            add(path, f"{cname}: {probe} must GET {p}, not {got}")
-                    if annotations.get("prometheus.io/port") not in {str(v) for v in ports.values()}:
-                        add(path, f"{cname}: prometheus.io/port is not one of the container's ports")
-
-    # Services, PDBs and HPAs must point at something that exists.
-    for path, svc in by_kind.get("Service", []):
-        sel = (svc.get("spec") or {}).get("selector") or {}
-        matches = [d for d in deployments.values()
-                   if labels_match(sel, ((d["spec"]["template"].get("metadata") or {}).get("labels") or {}))]
-        if not matches:
-            add(path, f"Service/{svc['metadata']['name']}: selector matches no Deployment's pods")
-        for port in (svc.get("spec") or {}).get("ports") or []:
-            tp = port.get("targetPort")
-            if isinstance(tp, str) and not any(
-                    tp == p.get("name") for d in matches
-                    for c in d["spec"]["template"]["spec"]["containers"] for p in c.get("ports") or []):
-                add(path, f"Service/{svc['metadata']['name']}: targetPort {tp} is no container port name")
-    for path, pdb in by_kind.get("PodDisruptionBudget", []):
-        sel = ((pdb.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        if not any(labels_match(sel, ((d["spec"]["template"].get("metadata") or {}).get("labels") or {}))
-                   for d in deployments.values()):
-            add(path, f"PodDisruptionBudget/{pdb['metadata']['name']}: selector matches no Deployment's pods")
-    for path, hpa in by_kind.get("HorizontalPodAutoscaler", []):
-        ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
-        if ref.get("kind") != "Deployment" or ref.get("name") not in deployments:
-            add(path, f"HorizontalPodAutoscaler/{hpa['metadata']['name']}: scaleTargetRef "
-                      f"{ref.get('kind')}/{ref.get('name')} is not a Deployment in deploy/k8s")
-    worker_pdbs = [d for _, d in by_kind.get("PodDisruptionBudget", []) if "worker" in d["metadata"]["name"]]
-    if not worker_pdbs:
-        add(k8s / "worker.yaml", "the worker needs a PodDisruptionBudget")
-
-    # kustomization.yaml lists every manifest but the deliberate exceptions.
-    kpath = k8s / "kustomization.yaml"
-    kproblems: List[str] = []
-    kdocs, err = load_yaml_docs(kpath) if kpath.exists() else ([], "missing")
-    if err:
-        kproblems.append(err)
-    else:
-        listed = set((kdocs[0] or {}).get("resources") or [])
-        for r in sorted(listed):
-            if not (k8s / r).exists():
-                kproblems.append(f"resources: {r} does not exist")
-        for m in manifests:
-            if m.name not in listed and m.name not in K8S_NOT_IN_KUSTOMIZATION:
-                kproblems.append(f"{m.name} is neither in resources nor a documented exception")
-        for m in K8S_NOT_IN_KUSTOMIZATION:
-            if m in listed:
-                kproblems.append(f"{m} must not be in resources ({K8S_NOT_IN_KUSTOMIZATION[m]})")
-
-    for path in manifests:
-        kinds = [f"{d['kind']}/{d['metadata']['name']}" for p, d in resources if p == path]
-        report.result("k8s", rel(repo, path), per_file.get(path, []),
-                      f"{', '.join(kinds)}; kubernetes {vlabel}, strict")
-    report.result("kustomize", rel(repo, kpath), kproblems,
-                  f"{len(manifests) - len(K8S_NOT_IN_KUSTOMIZATION)} resources listed")
-
-
-def check_nats_values(repo: Path, report: Report) -> None:
-    path = repo / "deploy/k8s/nats-values.yaml"
-    docs, err = load_yaml_docs(path)
-    if err or len(docs) != 1:
-        report.result("helm-values", rel(repo, path), [err or "expected one YAML mapping"])
-        return
-    v = docs[0]
-
-    def get(*keys: str) -> Any:
-        cur = v
-        for k in keys:
-            cur = (cur or {}).get(k) if isinstance(cur, dict) else None
-        return cur
-
+def compose_nats_problems(repo: Path, services: Dict[str, Any], nats_nodes: List[str]) -> List[str]:
+    """NATS in compose: TLS, one user per service, the provisioning step,
+    passwords for every user, and nothing published that should not be."""
     problems = []
-    expect: List[Tuple[Tuple[str, ...], Callable[[Any], bool], str]] = [
-        (("config", "cluster", "enabled"), lambda x: x is True, "true"),
-        (("config", "cluster", "replicas"), lambda x: x == 3, "3"),
-        (("config", "jetstream", "enabled"), lambda x: x is True, "true"),
-        (("config", "jetstream", "fileStore", "enabled"), lambda x: x is True, "true"),
-        (("config", "jetstream", "fileStore", "pvc", "enabled"), lambda x: x is True, "true"),
-        (("config", "jetstream", "merge", "sync_interval"), lambda x: x == "always", "always"),
-        (("container", "image", "tag"), lambda x: str(x).startswith("2.12"), "2.12.*"),
-    ]
-    for keys, ok, want in expect:
-        got = get(*keys)
-        if not ok(got):
-            problems.append(f"{'.'.join(keys)} must be {want}, not {got!r}")
-    report.result("helm-values", rel(repo, path), problems,
-                  "NATS chart: cluster of 3, JetStream file store, sync_interval always")
+    provision = services.get("provision") or {}
+    if provision.get("command") != ["giftcard-migrate", "nats"]:
+        problems.append("services.provision.command must be [giftcard-migrate, nats] (streams and buckets)")
+    wanted = {"api": "giftcard-api", "worker": "giftcard-worker", "provision": "giftcard-provisioner"}
+    for name, user in wanted.items():
+        env = (services.get(name) or {}).get("environment") or {}
+        urls = str(env.get("NATS_URL", "")).split(",")
+        if not all(u.startswith("tls://") for u in urls):
+            problems.append(f"services.{name}.environment.NATS_URL must list tls:// URLs only, not {urls}")
+        if not env.get("NATS_TLS_CA_FILE"):
+            problems.append(f"services.{name}.environment.NATS_TLS_CA_FILE must name the CA of certs.sh")
+        if default_of(env.get("NATS_USER")) != user:
+            problems.append(f"services.{name}.environment.NATS_USER must be (default to) {user}")
+    api = services.get("api") or {}
+    metrics = str((api.get("environment") or {}).get("GIFTCARD_API_METRICS_LISTEN", ""))
+    if not metrics:
+        problems.append("services.api.environment.GIFTCARD_API_METRICS_LISTEN must be set (/metrics apart)")
+    elif any(metrics.rsplit(":", 1)[-1] == str(p).rsplit(":", 1)[-1] for p in api.get("ports") or []):
+        problems.append("services.api.ports must not publish the metrics listener")
+    wanted_pw = set(password_vars(repo))
+    for name in nats_nodes:
+        node = services[name]
+        if set((node.get("environment") or {})) != wanted_pw:
+            problems.append(f"services.{name}.environment must set exactly the passwords of "
+                            f"deploy/nats/accounts.conf: {sorted(wanted_pw)}")
+        if node.get("ports"):
+            problems.append(f"services.{name}.ports: NATS stays on the compose network")
+        if ((node.get("depends_on") or {}).get("nats-certs") or {}).get("condition") != \
+                "service_completed_successfully":
+            problems.append(f"services.{name} must wait for nats-certs (service_completed_successfully)")
+    return problems
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repo", required=True, type=Path)
     ap.add_argument("--nats-server", required=True)
+    ap.add_argument("--promtool", required=True)
     args = ap.parse_args()
     repo = args.repo.resolve()
 
@@ -624,8 +344,11 @@ def main() -> int:
     check_dockerfile(repo, report)
     compose_services, _ = check_compose(repo, report, env_names)
     check_nats_configs(repo, report, args.nats_server, compose_services)
-    check_k8s(repo, report, env_names)
+    check_nats_cluster_live(repo, report, args.nats_server)
+    manifests = check_k8s(repo, report, env_names, set(users(repo)))
+    check_network_policies(manifests, report)
     check_nats_values(repo, report)
+    check_monitoring(repo, report, args.promtool)
 
     if report.failed:
         print(f"check-deploy: {report.failed} of {report.ok + report.failed} files FAILED (see FAIL lines above)")

@@ -5,6 +5,7 @@ mod cli;
 mod dead_letters;
 mod faults;
 mod idempotency;
+mod monitoring;
 mod operations;
 mod purchases;
 mod security;

@@ -24,7 +24,10 @@ fn no_worker() -> Options {
 }
 
 /// Metric families on a `/metrics` page: name → (type, has a help line).
-async fn families(http: &reqwest::Client, url: &str) -> BTreeMap<String, (String, bool)> {
+pub(crate) async fn families(
+    http: &reqwest::Client,
+    url: &str,
+) -> BTreeMap<String, (String, bool)> {
     let text = http
         .get(format!("{url}/metrics"))
         .send()

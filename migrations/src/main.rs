@@ -9,18 +9,22 @@
 
 use sea_orm_migration::prelude::*;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("nats") {
         args.next();
+        // Read before any thread starts (it may unset empty variables).
         let settings = giftcard_shared::config::ProvisionSettings::from_args(args);
-        if let Err(e) = provision_nats(settings).await {
+        if let Err(e) = giftcard_shared::process::block_on(provision_nats(settings)) {
             eprintln!("giftcard-migrate nats: {e:#}");
             std::process::exit(1);
         }
         return;
     }
+    giftcard_shared::process::block_on(migrate());
+}
+
+async fn migrate() {
     if std::env::var("DATABASE_URL").map_or(true, |v| v.is_empty()) {
         eprintln!(
             "giftcard-migrate: DATABASE_URL is not set; set it to a PostgreSQL URL such as \

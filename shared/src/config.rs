@@ -424,8 +424,11 @@ pub struct ApiSettings {
 
 impl ApiSettings {
     /// Reads the settings from the command line and the environment;
-    /// `--help` and `--version` print and exit here.
+    /// `--help` and `--version` print and exit here. Call it before any
+    /// thread starts: it unsets the settings' variables that are set but
+    /// empty (see [`unset_empty_variables`]).
     pub fn from_command_line() -> Self {
+        unset_empty_variables(&<Self as clap::CommandFactory>::command());
         <Self as Parser>::parse()
     }
 
@@ -553,8 +556,11 @@ fn worker_id(s: &str) -> Result<String, String> {
 
 impl WorkerSettings {
     /// Reads the settings from the command line and the environment;
-    /// `--help` and `--version` print and exit here.
+    /// `--help` and `--version` print and exit here. Call it before any
+    /// thread starts: it unsets the settings' variables that are set but
+    /// empty (see [`unset_empty_variables`]).
     pub fn from_command_line() -> Self {
+        unset_empty_variables(&<Self as clap::CommandFactory>::command());
         <Self as Parser>::parse()
     }
 
@@ -629,6 +635,12 @@ pub struct ProvisionSettings {
           value_name = "GIFTCARD_LEASE_TTL_MS", default_value = DEFAULT_LEASE_TTL_MS,
           value_parser = lease_ttl())]
     pub lease_ttl: Duration,
+    /// Record GIFTCARD_PARTITIONS on an existing purchases stream whose
+    /// count differs, and delete the consumers of removed partitions. Only
+    /// as step 5 of docs/operations.md, "Changing the partition count"
+    /// (everything processed, every service stopped).
+    #[arg(long)]
+    pub change_partitions: bool,
 }
 
 impl ProvisionSettings {
@@ -643,7 +655,22 @@ impl ProvisionSettings {
     pub fn topology(&self) -> crate::topology::TopologyOptions {
         let mut t = crate::topology::TopologyOptions::new(self.partitions, self.stream_replicas);
         t.lease_ttl = self.lease_ttl;
+        t.change_partitions = self.change_partitions;
         t
+    }
+}
+
+/// Unsets every variable of `command` that is set to the empty string, so
+/// that it means "unset" (compose and Kubernetes pass `${X:-}` as an empty
+/// value) instead of an invalid value. Environment changes are safe only
+/// while the process has one thread: call it first thing in `main`.
+pub fn unset_empty_variables(command: &clap::Command) {
+    for arg in command.get_arguments() {
+        if let Some(var) = arg.get_env() {
+            if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
+                std::env::remove_var(var);
+            }
+        }
     }
 }
 

@@ -89,7 +89,10 @@ pub async fn options(
         opts = opts.nkey(seed.trim().to_owned());
     }
     if settings.tls() {
-        opts = opts.require_tls(true);
+        // Servers discovered from the cluster are announced by bare IP,
+        // which their certificates do not name: with TLS, only the servers
+        // of NATS_URL are used.
+        opts = opts.require_tls(true).ignore_discovered_servers();
     }
     if let Some(ca) = &settings.tls_ca_file {
         opts = opts.add_root_certificates(ca.clone());

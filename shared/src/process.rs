@@ -50,6 +50,16 @@ pub async fn bind(addr: SocketAddr, listen_var: &str) -> anyhow::Result<TcpListe
     })
 }
 
+/// Runs `future` to completion on a multi-threaded Tokio runtime (what
+/// `#[tokio::main]` does, after the settings were read).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime")
+        .block_on(future)
+}
+
 /// Runs a binary's body after starting tracing; on error logs it, prints it
 /// on stderr and exits with code 1.
 pub async fn main<F: Future<Output = anyhow::Result<()>>>(service: &str, body: F) {

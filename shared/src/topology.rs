@@ -90,6 +90,11 @@ pub struct TopologyOptions {
     pub duplicate_window: Duration,
     /// Max age of the lease and worker buckets: the workers' lease TTL.
     pub lease_ttl: Duration,
+    /// Provisioning only: record a new partition count on an existing
+    /// purchases stream (docs/operations.md, "Changing the partition
+    /// count": only once every purchase is processed and every service is
+    /// stopped) and delete the consumers of partitions that no longer exist.
+    pub change_partitions: bool,
     /// Redelivery delay of an unacknowledged message.
     pub ack_wait: Duration,
     /// Most unacknowledged messages per partition: one batch, so that a
@@ -105,6 +110,7 @@ impl TopologyOptions {
             max_age: Duration::from_secs(7 * 24 * 3600),
             duplicate_window: Duration::from_secs(300),
             lease_ttl: Duration::from_secs(6),
+            change_partitions: false,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 128,
         }
@@ -172,7 +178,11 @@ pub async fn provision(
     opts: &TopologyOptions,
 ) -> Result<Vec<String>, TopologyError> {
     let mut done = Vec::new();
-    put_stream(js, purchases_config(opts), Some(opts.partitions), &mut done).await?;
+    let checked = (!opts.change_partitions).then_some(opts.partitions);
+    put_stream(js, purchases_config(opts), checked, &mut done).await?;
+    if opts.change_partitions {
+        drop_consumers_of_removed_partitions(js, opts.partitions, &mut done).await?;
+    }
     put_stream(js, dlq_config(opts), None, &mut done).await?;
     for (name, description, age) in [
         (
@@ -203,6 +213,35 @@ pub async fn provision(
     put_consumer(&dlq, dlq_index_config()).await?;
     done.push(format!("consumer {DLQ_STREAM}/{DLQ_INDEX_CONSUMER}"));
     Ok(done)
+}
+
+/// Deletes the per-lease consumers of partitions at or above `partitions`
+/// (left behind when the partition count shrinks).
+async fn drop_consumers_of_removed_partitions(
+    js: &jetstream::Context,
+    partitions: u16,
+    done: &mut Vec<String>,
+) -> Result<(), TopologyError> {
+    let stream = js.get_stream(PURCHASES_STREAM).await.map_err(nats_err)?;
+    let names: Vec<String> = stream
+        .consumer_names()
+        .try_collect()
+        .await
+        .map_err(nats_err)?;
+    for name in names {
+        let removed = name
+            .strip_prefix('p')
+            .and_then(|n| n.split('-').next())
+            .and_then(|n| n.parse::<u16>().ok())
+            .is_some_and(|p| p >= partitions);
+        if removed {
+            stream.delete_consumer(&name).await.map_err(nats_err)?;
+            done.push(format!(
+                "consumer {PURCHASES_STREAM}/{name}: deleted (partition removed)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Creates `cfg`'s stream or updates it in place, after checking that an

@@ -2,9 +2,12 @@
 //! always run the current code (a package's tests only get its own
 //! binaries from Cargo).
 
-#[tokio::main]
-async fn main() {
-    // `--help` and `--version` print and exit before anything starts.
+fn main() {
+    // Settings first, on the one thread there is: `--help` and `--version`
+    // print and exit here, before anything starts.
     let settings = giftcard_shared::config::ApiSettings::from_command_line();
-    giftcard_shared::process::main("giftcard-api", giftcard_api::run_with(settings)).await;
+    giftcard_shared::process::block_on(giftcard_shared::process::main(
+        "giftcard-api",
+        giftcard_api::run_with(settings),
+    ));
 }

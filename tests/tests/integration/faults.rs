@@ -169,3 +169,28 @@ async fn the_lock_wait_detector_sees_a_real_lock_wait() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn provisioning_changes_the_partition_count_only_when_told_to() {
+    let app = TestApp::spawn_with(giftcard_tests::Options {
+        start_worker: false,
+        ..giftcard_tests::Options::default()
+    })
+    .await;
+    let mut eight = app.topology_options();
+    eight.partitions = 8;
+    let js = async_nats::jetstream::new(app.nats.connect(giftcard_tests::Role::Provisioner).await);
+    let err = giftcard_shared::topology::provision(&js, &eight)
+        .await
+        .expect_err("a different count must be refused");
+    assert!(err.to_string().contains("4 partitions"), "{err}");
+    eight.change_partitions = true;
+    giftcard_shared::topology::provision(&js, &eight)
+        .await
+        .expect("recorded when told to");
+    let js = async_nats::jetstream::new(app.nats_client().await);
+    giftcard_shared::topology::open(&js, 8)
+        .await
+        .expect("the stream now has 8 partitions");
+    app.stop().await;
+}

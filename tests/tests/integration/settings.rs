@@ -187,3 +187,25 @@ fn a_bad_setting_stops_the_server_naming_the_variable_but_never_a_secret() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("GIFTCARD_PARTITIONS"), "{err}");
 }
+
+#[test]
+fn an_empty_optional_variable_means_unset() {
+    // Compose and Kubernetes pass `${X:-}`: an empty value, not an invalid one.
+    let out = std::process::Command::new(API)
+        .env_clear()
+        .env("DATABASE_URL", "postgres://x@127.0.0.1:1/x")
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .env("GIFTCARD_JWT_SECRET", "j".repeat(40))
+        .env("GIFTCARD_MESSAGE_SECRET", "m".repeat(40))
+        .env("GIFTCARD_JWT_PREVIOUS_SECRET", "")
+        .env("GIFTCARD_MESSAGE_PREVIOUS_SECRET", "")
+        .env("GIFTCARD_API_METRICS_LISTEN", "")
+        .env("NATS_TOKEN", "")
+        .output()
+        .expect("run the api");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach NATS"),
+        "the settings were refused: {err}"
+    );
+}

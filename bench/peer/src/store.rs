@@ -1,6 +1,7 @@
-//! The SQL the strategies share: reading the card and its available codes,
-//! debiting the wallet, marking codes used, and storing the purchase and its
-//! ledger entry. Statements carry codes: none of them is ever logged.
+//! The optimistic strategies' SQL, statement by statement: reading the card
+//! and its available codes, debiting the wallet, marking codes used, and
+//! storing the purchase and its ledger entry (and every strategy's failed
+//! purchase row). Statements carry codes: none of them is ever logged.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use giftcard_shared::domain::{FailureCode, PurchaseStatus, Quantity};
@@ -132,45 +133,6 @@ pub async fn mark_used_versioned<C: ConnectionTrait>(
         }
     }
     Ok(true)
-}
-
-/// Claims up to `n` first available codes not locked by another
-/// transaction, in one statement; returns the codes claimed.
-pub async fn claim_skip_locked<C: ConnectionTrait>(
-    c: &C,
-    card: Uuid,
-    n: usize,
-    purchase: Uuid,
-) -> Result<Vec<String>, DbErr> {
-    #[derive(FromQueryResult)]
-    struct Claimed {
-        code: String,
-    }
-    let rows = Claimed::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "UPDATE activation_codes SET is_used = TRUE, purchase_id = $1, row_version = row_version + 1 \
-         WHERE id IN (SELECT id FROM activation_codes \
-             WHERE gift_card_id = $2 AND NOT is_used AND deleted_at IS NULL \
-               AND (expires_on IS NULL OR expires_on > now()) \
-             ORDER BY COALESCE(expires_on, 'infinity'::timestamptz), id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-         RETURNING code",
-        [purchase.into(), card.into(), (n as i64).into()],
-    ))
-    .all(c)
-    .await?;
-    Ok(rows.into_iter().map(|r| r.code).collect())
-}
-
-/// Takes the card's transaction-scoped advisory lock (released at commit
-/// or rollback): PostgreSQL's analogue of `sp_getapplock`.
-pub async fn lock_card<C: ConnectionTrait>(c: &C, card: Uuid) -> Result<(), DbErr> {
-    c.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))",
-        [card.into()],
-    ))
-    .await?;
-    Ok(())
 }
 
 /// Debits `total` if the balance covers it: `false` if it does not (or the

@@ -1,4 +1,5 @@
-//! Flame graphs of the api and the worker under the hot load: `perf record`
+//! Flame graphs of the api, the worker and PostgreSQL's backends under the
+//! hot load: `perf record`
 //! (software `cpu-clock` events, DWARF call graphs: this VM has no hardware
 //! counters), folded and drawn with inferno. Also a ranked summary: the
 //! share of each process's samples spent in each area (HTTP, JSON, NATS
@@ -13,7 +14,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 /// Sampling frequency (Hz) and how long the profile runs.
-const FREQUENCY: &str = "199";
+const FREQUENCY: &str = "499";
 pub const SECONDS: u64 = 10;
 
 /// Areas a stack is counted in (the first whose pattern any frame
@@ -55,18 +56,66 @@ const AREAS: &[(&str, &[&str])] = &[
             "realloc",
             "__rust_alloc",
             "__rust_dealloc",
+            "AllocSet",
+            "palloc",
+            "pfree",
+        ],
+    ),
+    ("PostgreSQL: index inserts", &["btinsert", "_bt_doinsert"]),
+    (
+        "PostgreSQL: index scans",
+        &["btgettuple", "_bt_first", "_bt_next", "index_getnext"],
+    ),
+    (
+        "PostgreSQL: WAL and commit",
+        &["XLog", "RecordTransactionCommit", "CommitTransaction"],
+    ),
+    (
+        "PostgreSQL: planning and executor start-up",
+        &[
+            "ExecutorStart",
+            "ExecInitNode",
+            "GetCachedPlan",
+            "pg_plan_query",
+            "standard_planner",
+        ],
+    ),
+    (
+        "PostgreSQL: heap and constraints",
+        &[
+            "heap_insert",
+            "heap_update",
+            "heap_lock_tuple",
+            "ExecConstraints",
+        ],
+    ),
+    (
+        "PostgreSQL: protocol (parse, bind, send)",
+        &[
+            "exec_parse_message",
+            "exec_bind_message",
+            "pq_getbyte",
+            "pq_flush",
+            "printtup",
         ],
     ),
     (
         "kernel (syscalls, network, scheduling)",
-        &["[kernel", "_sys_", "entry_SYSCALL", "do_syscall"],
+        &[
+            "[kernel",
+            "_sys_",
+            "entry_SYSCALL",
+            "do_syscall",
+            "finish_task_switch",
+        ],
     ),
 ];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Profile {
     pub process: String,
-    pub samples: u64,
+    /// Sampled CPU time, ms (the folded stacks weigh each sample by its period).
+    pub sampled_ms: f64,
     /// Area → share of the samples (0..1), largest first.
     pub areas: Vec<(String, f64)>,
     /// The 20 functions with the most samples at the top of the stack.
@@ -93,9 +142,14 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// Starts `perf record` on `pid` for [`SECONDS`]; wait with [`finish`].
-pub fn start(name: &str, pid: u32, dir: &Path) -> anyhow::Result<(std::process::Child, PathBuf)> {
+/// Starts `perf record` on `pids` (one profile) for [`SECONDS`]; wait with [`finish`].
+pub fn start(
+    name: &str,
+    pids: &[u32],
+    dir: &Path,
+) -> anyhow::Result<(std::process::Child, PathBuf)> {
     let data = dir.join(format!("perf-{name}.data"));
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
     let child = Command::new(tool("perf")?)
         .args([
             "record",
@@ -106,7 +160,7 @@ pub fn start(name: &str, pid: u32, dir: &Path) -> anyhow::Result<(std::process::
             "--call-graph",
             "dwarf,16384",
         ])
-        .args(["-p", &pid.to_string(), "-o"])
+        .args(["-p", &pids.join(","), "-o"])
         .arg(&data)
         .args(["--", "sleep", &SECONDS.to_string()])
         .stdout(Stdio::null())
@@ -141,6 +195,25 @@ pub fn finish(
     std::fs::write(dir.join(format!("flame-{name}.folded")), &folded)?;
     let _ = std::fs::remove_file(data);
     Ok(summarize(name, &String::from_utf8_lossy(&folded), svg_name))
+}
+
+/// The processes whose parent is `pid` (PostgreSQL's backends).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let after = s.rsplit_once(')')?.1;
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
 fn pipe(program: &Path, args: &[&str], input: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -199,17 +272,21 @@ pub fn summarize(name: &str, folded: &str, flamegraph: String) -> Profile {
     top.truncate(20);
     Profile {
         process: name.to_owned(),
-        samples: total,
+        sampled_ms: total as f64 / 1e6,
         areas,
         top_self: top,
         flamegraph,
     }
 }
 
-/// A frame without its hash suffix and generic noise, at most 90 characters.
+/// A frame without its symbol hash (`::h` and 16 hex digits), at most 90 characters.
 fn short(frame: &str) -> String {
-    let f = frame.split("::h").next().unwrap_or(frame);
-    let f = f.strip_suffix("_[k]").unwrap_or(f);
+    let f = match frame.rsplit_once("::h") {
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name
+        }
+        _ => frame,
+    };
     f.chars().take(90).collect()
 }
 
@@ -224,12 +301,16 @@ mod tests {
                       main;tokio::run;sqlx_postgres::io::send;[kernel.kallsyms] 4\n\
                       main;giftcard_worker::decide 2\n";
         let p = summarize("api", folded, "x.svg".into());
-        assert_eq!(p.samples, 10);
+        assert_eq!(p.sampled_ms, 1e-5);
         let get = |a: &str| p.areas.iter().find(|(n, _)| n == a).map(|(_, s)| *s);
         assert_eq!(get("JSON (serde_json)"), Some(0.3));
         assert_eq!(get("HTTP server (hyper, axum, tower)"), Some(0.1));
         assert_eq!(get("kernel (syscalls, network, scheduling)"), Some(0.4));
         assert_eq!(get("other (application code)"), Some(0.2));
         assert_eq!(p.top_self[0].0, "[kernel.kallsyms]");
+        assert_eq!(
+            short("hyper::proto::h1::io::Buffered::poll::h0123456789abcdef"),
+            "hyper::proto::h1::io::Buffered::poll"
+        );
     }
 }

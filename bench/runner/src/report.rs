@@ -391,7 +391,7 @@ fn sql_limits(md: &mut String, limits: &[Value], compared: &[Value], args: &Args
 
 fn profile(md: &mut String, run: &Value) {
     md.push_str("\n## Where the pipeline's CPU goes (profile, hot)\n\n");
-    md.push_str("A separate hot run with `perf record -e cpu-clock --call-graph dwarf` on the api and the worker for 10 s (the profiler slows them; its throughput is not compared). Each area's share of the samples times the process's CPU per purchase in that run gives µs per purchase.\n\n");
+    md.push_str("A separate hot run with `perf record -e cpu-clock --call-graph dwarf` on the api, the worker and PostgreSQL's backends for 10 s (the profiler slows them; its throughput is not compared). Each area's share of the samples times the process's CPU per purchase in that run gives µs per purchase.\n\n");
     let Some(profiles) = run["profiles"].as_array() else {
         return;
     };
@@ -400,8 +400,8 @@ fn profile(md: &mut String, run: &Value) {
         let per = f(&run["cpu_us_per_purchase"][name]);
         let _ = writeln!(
             md,
-            "**{name}**: {per:.0} µs per purchase, {} samples, [flame graph]({})\n",
-            p["samples"],
+            "**{name}**: {per:.0} µs per purchase, {:.0} ms of CPU sampled, [flame graph]({})\n",
+            f(&p["sampled_ms"]),
             s(&p["flamegraph"])
         );
         md.push_str("| area | share | µs per purchase |\n| --- | ---: | ---: |\n");
@@ -503,37 +503,77 @@ fn scale_out(md: &mut String, runs: &[Value], args: &Args) {
         "Each worker replica in a cgroup of its own limited to {} of a core (`cpu.cfs_quota_us`), so that the workers, not the machine, bound the throughput until something shared saturates. Cores used = CPU seconds over the measured window / window.\n",
         args.worker_cpu
     );
-    md.push_str("| workers | purchases/s | vs 1 worker | p99 ms | workers' cores | api cores | NATS cores | PostgreSQL cores |\n");
-    md.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    md.push_str("| workers | purchases/s | vs 1 worker | p99 ms | workers' cores (quota) | api cores | NATS cores | PostgreSQL cores | all processes' cores |\n");
+    md.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     let base = runs
         .first()
         .map_or(1.0, |r| f(&r["throughput_per_sec"]).max(1e-9));
     for r in runs {
-        let window = f(&r["window_secs"]).max(1e-9);
-        let cores = |pred: &dyn Fn(&str) -> bool| -> f64 {
-            r["cpu_seconds"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .filter(|(k, _)| pred(k))
-                        .map(|(_, v)| f(v))
-                        .sum::<f64>()
-                })
-                .unwrap_or(0.0)
-                / window
-        };
+        let c = Cores::of(r);
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.2}x | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {:.0} | {:.2}x | {:.1} | {:.2} ({:.2}) | {:.2} | {:.2} | {:.2} | {:.2} |",
             r["workers"],
             f(&r["throughput_per_sec"]),
             f(&r["throughput_per_sec"]) / base,
             f(&r["latency_ms"]["p99"]),
-            cores(&|k| k.starts_with("worker")),
-            cores(&|k| k == "api"),
-            cores(&|k| k.starts_with("nats")),
-            cores(&|k| k == "postgres"),
+            c.workers,
+            f(&r["workers"]) * args.worker_cpu,
+            c.api,
+            c.nats,
+            c.postgres,
+            c.all,
         );
+    }
+    if let Some(r) = runs.last() {
+        let c = Cores::of(r);
+        let (name, cores) = [
+            ("the api", c.api),
+            ("NATS", c.nats),
+            ("PostgreSQL", c.postgres),
+        ]
+        .into_iter()
+        .fold(("", 0.0), |a, b| if b.1 > a.1 { b } else { a });
+        let quota = f(&r["workers"]) * args.worker_cpu;
+        let _ = writeln!(
+            md,
+            "\nAt {} workers the workers used {:.0}% of their quota; the busiest shared process was {name} at {cores:.2} cores ({:.0} µs per purchase), and all processes together used {:.2} of the machine's {} cores.",
+            r["workers"],
+            100.0 * c.workers / quota.max(1e-9),
+            cores * 1e6 / f(&r["throughput_per_sec"]).max(1e-9),
+            c.all,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+        );
+    }
+}
+
+/// Cores used over a run's measured window, by kind of process.
+struct Cores {
+    workers: f64,
+    api: f64,
+    nats: f64,
+    postgres: f64,
+    all: f64,
+}
+
+impl Cores {
+    fn of(r: &Value) -> Self {
+        let window = f(&r["window_secs"]).max(1e-9);
+        let sum = |pred: &dyn Fn(&str) -> bool| -> f64 {
+            r["cpu_seconds"].as_object().map_or(0.0, |m| {
+                m.iter()
+                    .filter(|(k, _)| pred(k))
+                    .map(|(_, v)| f(v))
+                    .sum::<f64>()
+            }) / window
+        };
+        Self {
+            workers: sum(&|k| k.starts_with("worker")),
+            api: sum(&|k| k == "api"),
+            nats: sum(&|k| k.starts_with("nats")),
+            postgres: sum(&|k| k == "postgres"),
+            all: sum(&|_| true),
+        }
     }
 }
 

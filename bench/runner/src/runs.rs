@@ -120,12 +120,21 @@ impl Bench<'_> {
         Ok(report)
     }
 
-    /// Profiles the api and the worker a second into the measured window.
+    /// Profiles the api, the worker and PostgreSQL's backends a second
+    /// into the measured window.
     async fn profile(&self, target: &Target) -> anyhow::Result<Vec<profile::Profile>> {
         tokio::time::sleep(Duration::from_secs(self.args.warmup + 1)).await;
         let mut recordings = Vec::new();
-        for (name, pid) in target.pids_of(&["api", "worker"]) {
-            let (child, data) = profile::start(&name, pid, self.dir)?;
+        let mut groups: Vec<(String, Vec<u32>)> = target
+            .pids_of(&["api", "worker"])
+            .into_iter()
+            .map(|(name, pid)| (name, vec![pid]))
+            .collect();
+        if let Some(pg) = &self.pg.process {
+            groups.push(("postgres".into(), profile::children_of(pg.pid)));
+        }
+        for (name, pids) in groups {
+            let (child, data) = profile::start(&name, &pids, self.dir)?;
             recordings.push((name, child, data));
         }
         let dir = self.dir.to_path_buf();

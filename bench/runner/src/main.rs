@@ -140,54 +140,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dir: &dir,
     };
     let mut doc = json!({});
-    if args.suite("compare") {
-        doc["compare"] = compare(&bench).await?.into();
-    }
-    if args.suite("sql") {
-        let mut limits = Vec::new();
-        for strategy in ["skip-locked", "advisory-lock"] {
-            if args.strategies.iter().any(|s| s == strategy) {
-                eprintln!("[bench] sql: {strategy}");
-                limits.push(sqlcheck::measure(&args, &pg, strategy, &dir).await?);
+    // A failed suite is reported, and the others still run.
+    let mut errors = serde_json::Map::new();
+    for suite in SUITES.split(',').filter(|s| args.suite(s)) {
+        match run_suite(&bench, suite).await {
+            Ok(v) => doc[suite] = v,
+            Err(e) => {
+                eprintln!("[bench] suite {suite} FAILED: {e:#}");
+                errors.insert(suite.to_owned(), format!("{e:#}").into());
             }
         }
-        doc["sql"] = serde_json::to_value(limits)?;
     }
-    if args.suite("profile") {
-        eprintln!("[bench] profile: pipeline / hot (perf, inferno)");
-        doc["profile"] = bench
-            .fresh(spec(
-                "profile-pipeline-hot",
-                "pipeline",
-                "hot",
-                PipelineShape::default(),
-                true,
-            ))
-            .await?;
-    }
-    if args.suite("soak") {
-        eprintln!("[bench] soak: pipeline");
-        doc["soak"] = soak::run(&bench, "pipeline").await?;
-    }
-    if args.suite("cluster") {
-        eprintln!("[bench] cluster: pipeline / hot on 3 NATS nodes, R3, sync_interval always");
-        let shape = PipelineShape {
-            nats: Nats::Cluster,
-            ..PipelineShape::default()
-        };
-        doc["cluster"] = bench
-            .fresh(spec(
-                "cluster-pipeline-hot",
-                "pipeline",
-                "hot",
-                shape,
-                false,
-            ))
-            .await?;
-    }
-    if args.suite("scale") {
-        doc["scale"] = scale(&bench).await?.into();
-    }
+    doc["errors"] = errors.into();
     let machine = report::machine().await;
     doc["machine"] = machine.clone();
     doc["args"] = format!("{args:?}").into();
@@ -207,6 +171,53 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("{md}");
     eprintln!("[bench] report: {}", args.out.join("latest.md").display());
     Ok(())
+}
+
+/// Runs one suite and returns its results.
+async fn run_suite(bench: &Bench<'_>, suite: &str) -> anyhow::Result<Value> {
+    let args = bench.args;
+    Ok(match suite {
+        "compare" => compare(bench).await?.into(),
+        "sql" => {
+            let mut limits = Vec::new();
+            for strategy in ["skip-locked", "advisory-lock"] {
+                if args.strategies.iter().any(|s| s == strategy) {
+                    eprintln!("[bench] sql: {strategy}");
+                    limits.push(sqlcheck::measure(args, bench.pg, strategy, bench.dir).await?);
+                }
+            }
+            serde_json::to_value(limits)?
+        }
+        "profile" => {
+            eprintln!("[bench] profile: pipeline / hot (perf, inferno)");
+            let shape = PipelineShape::default();
+            bench
+                .fresh(spec("profile-pipeline-hot", "pipeline", "hot", shape, true))
+                .await?
+        }
+        "soak" => {
+            eprintln!("[bench] soak: pipeline");
+            soak::run(bench, "pipeline").await?
+        }
+        "cluster" => {
+            eprintln!("[bench] cluster: pipeline / hot on 3 NATS nodes, R3, sync_interval always");
+            let shape = PipelineShape {
+                nats: Nats::Cluster,
+                ..PipelineShape::default()
+            };
+            bench
+                .fresh(spec(
+                    "cluster-pipeline-hot",
+                    "pipeline",
+                    "hot",
+                    shape,
+                    false,
+                ))
+                .await?
+        }
+        "scale" => scale(bench).await?.into(),
+        other => anyhow::bail!("unknown suite {other:?}"),
+    })
 }
 
 fn spec<'a>(

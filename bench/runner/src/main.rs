@@ -161,13 +161,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::write(dir.join("report.md"), &md)?;
     let compared = doc["compare"].as_array().cloned().unwrap_or_default();
     report::chart(&report::means(&compared), &dir.join("chart.svg"))?;
-    for (from, to) in [
-        ("report.md", "latest.md"),
-        ("chart.svg", "latest.svg"),
-        ("results.json", "latest.json"),
-    ] {
+    for (from, to) in [("chart.svg", "latest.svg"), ("results.json", "latest.json")] {
         std::fs::copy(dir.join(from), args.out.join(to))?;
     }
+    // latest.md sits one directory up: its links point into this run's.
+    let run_dir = dir
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    let latest = md
+        .replace("](chart.svg)", "](latest.svg)")
+        .replace("](flame-", &format!("]({run_dir}/flame-"));
+    std::fs::write(args.out.join("latest.md"), latest)?;
     println!("{md}");
     eprintln!("[bench] report: {}", args.out.join("latest.md").display());
     Ok(())

@@ -96,7 +96,6 @@ pub fn script(lock_card: bool, users: usize) -> String {
 }
 
 fn pgbench(
-    args: &Args,
     pg: &giftcard_tests::PgCluster,
     db: &str,
     card: &str,
@@ -111,14 +110,7 @@ fn pgbench(
     }];
     let before = cpu::sample(&watch);
     let out = Command::new(pg_tool("pgbench")?)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            "postgres",
-        ])
+        .args(connection(pg))
         .args(["-n", "-M", "prepared", "-j", "2"])
         .args(["-c", &clients.to_string(), "-T", &secs.to_string()])
         .args(["-D", &format!("card={card}")])
@@ -144,7 +136,6 @@ fn pgbench(
             .unwrap_or(0.0)
     };
     let transactions = field("number of transactions actually processed: ") as u64;
-    let _ = args;
     Ok(PgbenchRun {
         clients,
         tps: field("tps = "),
@@ -178,20 +169,7 @@ fn explain(
          SELECT count(*) FROM peer_buy(gen_random_uuid(), 'bench-user-0', '{card}', 1, NULL, 'explain', 0, now(), {lock_card}, {key}, {id});
          ROLLBACK;"
     );
-    let out = Command::new(pg_tool("psql")?)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-        ])
-        .args(["-X", "-q", "-c", &sql])
-        .output()
-        .context("running psql for EXPLAIN")?;
+    let out = psql(pg, db, &["-q", "-c", &sql])?;
     let log = String::from_utf8_lossy(&out.stderr);
     // Keep the plans of the claim (the statement that scans the index).
     let plans: Vec<&str> = log
@@ -201,21 +179,35 @@ fn explain(
     Ok(plans.join("\n").trim().to_owned())
 }
 
-fn psql_one(pg: &giftcard_tests::PgCluster, db: &str, sql: &str) -> anyhow::Result<String> {
-    let out = Command::new(pg_tool("psql")?)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-        ])
-        .args(["-X", "-A", "-t", "-c", sql])
+/// Runs `psql` against database `db` with `args` (`-X`: no psqlrc).
+fn psql(
+    pg: &giftcard_tests::PgCluster,
+    db: &str,
+    args: &[&str],
+) -> anyhow::Result<std::process::Output> {
+    Command::new(pg_tool("psql")?)
+        .args(connection(pg))
+        .args(["-d", db, "-X"])
+        .args(args)
         .output()
-        .context("running psql")?;
+        .context("running psql")
+}
+
+/// `-h`, `-p`, `-U` of the benchmark's PostgreSQL.
+fn connection(pg: &giftcard_tests::PgCluster) -> [String; 6] {
+    [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &pg.port.to_string(),
+        "-U",
+        "postgres",
+    ]
+    .map(str::to_owned)
+}
+
+fn psql_one(pg: &giftcard_tests::PgCluster, db: &str, sql: &str) -> anyhow::Result<String> {
+    let out = psql(pg, db, &["-A", "-t", "-c", sql])?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
@@ -246,23 +238,13 @@ pub async fn measure(
     let mut sweep = Vec::new();
     for clients in POOL_SWEEP {
         eprintln!("[bench]   pgbench {strategy}: {clients} connections, {SWEEP_SECS} s");
-        sweep.push(pgbench(
-            args, pg, &db_name, &card, &file, clients, SWEEP_SECS,
-        )?);
+        sweep.push(pgbench(pg, &db_name, &card, &file, clients, SWEEP_SECS)?);
     }
     eprintln!(
         "[bench]   pgbench {strategy}: {} connections, {} s",
         args.clients, args.duration
     );
-    let main = pgbench(
-        args,
-        pg,
-        &db_name,
-        &card,
-        &file,
-        args.clients,
-        args.duration,
-    )?;
+    let main = pgbench(pg, &db_name, &card, &file, args.clients, args.duration)?;
     let last = psql_one(
         pg,
         &db_name,

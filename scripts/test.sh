@@ -73,6 +73,11 @@ if [[ "$(id -u)" -eq 0 ]] && ! id postgres >/dev/null 2>&1; then
   die "running as root, and PostgreSQL refuses to run as root, but there is no 'postgres' user to run it as: run 'apt-get install postgresql-15' or 'useradd --system postgres'"
 fi
 
+info "checking schemathesis (the HTTP fuzzer of the fuzz:: test)"
+GIFTCARD_SCHEMATHESIS="$("$GIFTCARD_REPO/scripts/install-schemathesis.sh")" ||
+  die "scripts/install-schemathesis.sh failed (see above); fix that and re-run ./scripts/test.sh"
+export GIFTCARD_SCHEMATHESIS
+
 if ((lint)); then
   cargo fmt --version >/dev/null 2>&1 ||
     die "rustfmt is not installed: run 'rustup component add rustfmt'"

@@ -29,6 +29,9 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 /// The key purchase messages are signed with in tests.
 pub const MESSAGE_SECRET: &str = "test-message-key-test-message-key-0123";
 
+/// `max_bytes` of the purchases stream of a test deployment.
+pub const TEST_PURCHASES_MAX_BYTES: i64 = 256 * 1024 * 1024;
+
 /// Knobs of a test deployment.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -164,6 +167,9 @@ impl TestApp {
     pub fn topology_options(&self) -> giftcard_shared::topology::TopologyOptions {
         let mut t = giftcard_shared::topology::TopologyOptions::new(self.options.partitions, 1);
         t.lease_ttl = self.worker_settings().lease_ttl;
+        // Small: JetStream reserves a stream's max bytes on the store
+        // (test servers size theirs from the free disk).
+        t.max_bytes = TEST_PURCHASES_MAX_BYTES;
         t
     }
 
@@ -197,6 +203,12 @@ impl TestApp {
             metrics_listen: None,
             default_wait: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(5),
+            // Off: tests drive many purchases per user; the limits have
+            // tests of their own.
+            user_rate_limit: 0,
+            max_in_flight: 1024,
+            max_waiting_purchases: 768,
+            http_header_timeout: Duration::from_secs(30),
         }
     }
 

@@ -1,9 +1,12 @@
-//! Admin dead-letter routes: list, replay one, replay all (of a card),
-//! discard. The worker indexes dead letters into PostgreSQL; the message
+//! Admin dead-letter routes: list, inspect, replay one, replay all (of a
+//! card, in bounded batches), discard. The worker indexes dead letters into PostgreSQL; the message
 //! itself stays in the `PURCHASES_DLQ` stream and is republished from there.
 
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::HeaderMap as NatsHeaders;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -14,15 +17,15 @@ use giftcard_shared::domain::FailureCode;
 use giftcard_shared::entities::dead_letter;
 use giftcard_shared::signing::{signature_of, SignedParts, HEADER_SIGNATURE};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, PaginatorTrait,
+    QueryFilter, QueryOrder, Statement,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Admin, ApiPath, ApiQuery};
+use crate::error::{ApiError, ApiResult, ConflictCode, ErrorBody};
+use crate::extract::{json_rejection, Admin, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -271,7 +274,7 @@ async fn pending_dead_letter(state: &AppState, id: Uuid) -> ApiResult<dead_lette
         .ok_or_else(|| ApiError::NotFound("no such dead letter".into()))?;
     if dl.state != "pending" {
         return Err(ApiError::Conflict {
-            code: "DEAD_LETTER_RESOLVED",
+            code: ConflictCode::DeadLetterResolved,
             message: format!("this dead letter was already {}", dl.state),
         });
     }
@@ -289,6 +292,14 @@ async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiRe
         .direct_get(dl.dlq_sequence as u64)
         .await
         .map_err(|e| {
+            if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound {
+                return ApiError::Conflict {
+                    code: ConflictCode::DeadLetterExpired,
+                    message: "this dead letter's message is no longer in PURCHASES_DLQ (older \
+                              than GIFTCARD_DLQ_MAX_AGE_DAYS); it cannot be replayed: discard it"
+                        .into(),
+                };
+            }
             tracing::warn!(error = %e, dead_letter = %dl.id, "cannot read dead letter");
             ApiError::Unavailable("the dead-letter stream is unavailable; retry shortly".into())
         })?;
@@ -301,7 +312,7 @@ async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiRe
         .verify(signature_of(Some(&raw.headers)), &original)
     {
         return Err(ApiError::Conflict {
-            code: "DEAD_LETTER_NOT_AUTHENTIC",
+            code: ConflictCode::DeadLetterNotAuthentic,
             message: format!(
                 "this dead letter cannot be replayed: {e} (it was not published by an api \
                  holding GIFTCARD_MESSAGE_SECRET, or its secret was retired since); discard it"
@@ -371,19 +382,22 @@ async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiRe
     Ok(())
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct ReplayResult {
     pub replayed: u64,
     /// Dead letters left pending because their message was not signed by
     /// an api (forgeries, or signed with a retired secret): discard them.
-    #[serde(default)]
     pub not_authentic: u64,
+    /// Dead letters left pending because their message is past the
+    /// dead-letter stream's retention: discard them.
+    pub expired: u64,
 }
 
 /// Replay one dead letter.
 #[utoipa::path(post, path = "/v1/admin/dead-letters/{id}/replay", tag = "dead-letters",
     params(("id" = String, Path, format = Uuid)),
-    responses((status = 202, body = ReplayResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 202, body = ReplayResult), (status = 404, body = ErrorBody),
+        (status = 409, description = "DEAD_LETTER_RESOLVED, DEAD_LETTER_NOT_AUTHENTIC or DEAD_LETTER_EXPIRED", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn replay(
     State(state): State<AppState>,
@@ -396,28 +410,57 @@ pub async fn replay(
         StatusCode::ACCEPTED,
         Json(ReplayResult {
             replayed: 1,
-            not_authentic: 0,
+            ..Default::default()
         }),
     ))
 }
+
+/// Most dead letters one replay-all call takes on, and the default.
+const BATCH_MAX: u64 = 500;
+const BATCH_DEFAULT: u64 = 100;
+/// A replay-all call stops taking on dead letters after this long.
+const BATCH_TIME: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayAll {
     #[schema(value_type = Option<String>, format = Uuid)]
     pub gift_card_id: Option<Uuid>,
+    /// Most dead letters this call takes on: 1..=500, default 100.
+    #[schema(minimum = 1, maximum = 500)]
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous call, to go on where it stopped.
+    pub cursor: Option<String>,
 }
 
-/// Replay every pending dead letter (of one card, if given), oldest first.
+/// What one replay-all call did, and where the next one goes on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayBatch {
+    #[serde(flatten)]
+    pub result: ReplayResult,
+    /// Pending dead letters (of the card) after this batch, not yet taken
+    /// on by this pass (those left pending above are not counted).
+    pub remaining: u64,
+    /// Pass as `cursor` to go on; null when this pass is done.
+    pub next_cursor: Option<String>,
+    /// Why the batch stopped early, if it did (the counts above stand;
+    /// call again with `next_cursor` once the cause is fixed).
+    pub stopped: Option<crate::error::ErrorDetail>,
+}
+
+/// Replay the oldest pending dead letters (of one card, if given): at most
+/// `limit` and about 10 s worth per call; the answer says how many were
+/// replayed and how many remain, and `next_cursor` goes on.
 #[utoipa::path(post, path = "/v1/admin/dead-letters/replay", tag = "dead-letters",
     request_body = ReplayAll,
-    responses((status = 202, body = ReplayResult)),
+    responses((status = 202, body = ReplayBatch)),
     security(("bearer" = [])))]
 pub async fn replay_all(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<ReplayResult>)> {
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<(StatusCode, Json<ReplayBatch>)> {
+    let body = body.map_err(|e| json_rejection(JsonRejection::BytesRejection(e)))?;
     let filter: ReplayAll = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayAll::default()
     } else {
@@ -431,29 +474,84 @@ pub async fn replay_all(
             }
         })?
     };
-    let mut q = dead_letter::Entity::find().filter(dead_letter::Column::State.eq("pending"));
-    if let Some(card) = filter.gift_card_id {
-        q = q.filter(dead_letter::Column::GiftCardId.eq(card));
+    let limit = filter.limit.unwrap_or(BATCH_DEFAULT);
+    if !(1..=BATCH_MAX).contains(&limit) {
+        return Err(ApiError::Unprocessable(format!(
+            "limit must be between 1 and {BATCH_MAX}"
+        )));
     }
-    let rows = q
-        .order_by_asc(dead_letter::Column::OriginalSequence)
-        .all(&state.db)
-        .await?;
-    let mut result = ReplayResult {
-        replayed: 0,
-        not_authentic: 0,
-    };
-    for dl in rows {
-        match republish(&state, &dl, admin.user.as_str()).await {
+    let mut pending = dead_letter::Entity::find().filter(dead_letter::Column::State.eq("pending"));
+    if let Some(card) = filter.gift_card_id {
+        pending = pending.filter(dead_letter::Column::GiftCardId.eq(card));
+    }
+    let key = (dead_letter::Column::DeadLetteredAt, dead_letter::Column::Id);
+    let (rows, more) = crate::cursor::page(
+        &state.db,
+        pending.clone(),
+        key,
+        true,
+        filter.cursor.as_deref(),
+        limit,
+        |r| (r.dead_lettered_at, r.id),
+    )
+    .await?;
+    let started = Instant::now();
+    let mut result = ReplayResult::default();
+    let mut done = 0;
+    let mut stopped = None;
+    for dl in &rows {
+        if started.elapsed() > BATCH_TIME {
+            break;
+        }
+        match republish(&state, dl, admin.user.as_str()).await {
             Ok(()) => result.replayed += 1,
             Err(ApiError::Conflict {
-                code: "DEAD_LETTER_NOT_AUTHENTIC",
+                code: ConflictCode::DeadLetterNotAuthentic,
                 ..
             }) => result.not_authentic += 1,
-            Err(e) => return Err(e),
+            Err(ApiError::Conflict {
+                code: ConflictCode::DeadLetterExpired,
+                ..
+            }) => result.expired += 1,
+            // Replayed or discarded meanwhile: nothing to do.
+            Err(ApiError::Conflict {
+                code: ConflictCode::DeadLetterResolved,
+                ..
+            }) => {}
+            Err(e) if done == 0 => return Err(e),
+            Err(e) => {
+                let (_, code) = e.status_and_code();
+                stopped = Some(crate::error::ErrorDetail {
+                    code: code.to_owned(),
+                    message: e.to_string(),
+                });
+                break;
+            }
         }
+        done += 1;
     }
-    Ok((StatusCode::ACCEPTED, Json(result)))
+    let next_cursor = match rows.get(..done).and_then(<[_]>::last) {
+        _ if done == rows.len() => more,
+        Some(last) => Some(crate::cursor::encode(last.dead_lettered_at, last.id)),
+        None => filter.cursor.clone(),
+    };
+    let remaining = match &next_cursor {
+        Some(c) => {
+            crate::cursor::after(pending, key, true, Some(c))?
+                .count(&state.db)
+                .await?
+        }
+        None => 0,
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ReplayBatch {
+            result,
+            remaining,
+            next_cursor,
+            stopped,
+        }),
+    ))
 }
 
 /// Discard a dead letter: its purchase becomes `failed` with `DISCARDED`.
@@ -479,7 +577,7 @@ pub async fn discard(
         .rows_affected();
     if claimed == 0 {
         return Err(ApiError::Conflict {
-            code: "DEAD_LETTER_RESOLVED",
+            code: ConflictCode::DeadLetterResolved,
             message: "this dead letter was resolved concurrently".into(),
         });
     }

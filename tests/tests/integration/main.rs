@@ -1,9 +1,12 @@
 //! Integration tests: one binary, real NATS and PostgreSQL per test.
 
+mod abuse;
 mod admin;
 mod cli;
+mod conventions;
 mod dead_letters;
 mod faults;
+mod fuzz;
 mod idempotency;
 mod monitoring;
 mod operations;

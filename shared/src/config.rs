@@ -137,18 +137,32 @@ fn secs(lo: u64, hi: u64) -> impl Fn(&str) -> Result<Duration, String> + Clone {
     }
 }
 
-/// A value parser for a count of days in `lo..=hi`, as a `Duration`.
-fn days(lo: u64, hi: u64) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+/// A value parser for a count of `unit`s (`secs` seconds each) in
+/// `lo..=hi`, as a `Duration`.
+fn count_of(
+    unit: &'static str,
+    secs: u64,
+    lo: u64,
+    hi: u64,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone {
     move |s| {
         let v: u64 = s
             .trim()
             .parse()
-            .map_err(|_| format!("expected days {lo}..={hi}"))?;
+            .map_err(|_| format!("expected {unit} {lo}..={hi}"))?;
         if !(lo..=hi).contains(&v) {
-            return Err(format!("out of range: expected {lo}..={hi} days"));
+            return Err(format!("out of range: expected {lo}..={hi} {unit}"));
         }
-        Ok(Duration::from_secs(v * 24 * 3600))
+        Ok(Duration::from_secs(v * secs))
     }
+}
+
+fn hours(lo: u64, hi: u64) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    count_of("hours", 3600, lo, hi)
+}
+
+fn days(lo: u64, hi: u64) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    count_of("days", 24 * 3600, lo, hi)
 }
 
 /// How a process connects to NATS: servers, credentials and TLS.
@@ -685,6 +699,13 @@ pub struct ProvisionSettings {
     #[arg(long, env = "GIFTCARD_PURCHASES_MAX_MIB", value_name = "GIFTCARD_PURCHASES_MAX_MIB",
           default_value_t = 8192, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
     pub purchases_max_mib: u64,
+    /// Hours the PURCHASES stream (and the pending-purchases bucket) keeps a
+    /// message; older ones are deleted even if unprocessed, so keep it far
+    /// above the longest backlog or outage to survive.
+    #[arg(long = "purchases-max-age-hours", env = "GIFTCARD_PURCHASES_MAX_AGE_HOURS",
+          value_name = "GIFTCARD_PURCHASES_MAX_AGE_HOURS", default_value = "168",
+          value_parser = hours(1, 8760))]
+    pub purchases_max_age: Duration,
     /// Days PURCHASES_DLQ keeps a dead letter's message (replay it or
     /// discard it before then).
     #[arg(long = "dlq-max-age-days", env = "GIFTCARD_DLQ_MAX_AGE_DAYS",
@@ -707,6 +728,7 @@ impl ProvisionSettings {
         t.lease_ttl = self.lease_ttl;
         t.change_partitions = self.change_partitions;
         t.max_bytes = mib_to_bytes(self.purchases_max_mib);
+        t.max_age = self.purchases_max_age;
         t.dlq_max_age = self.dlq_max_age;
         t
     }
@@ -817,6 +839,7 @@ mod tests {
         assert!(secs(0, 30)("x").is_err());
         assert_eq!(days(1, 10)("2"), Ok(Duration::from_secs(2 * 86_400)));
         assert!(days(1, 10)("0").is_err());
+        assert_eq!(hours(1, 10)("3"), Ok(Duration::from_secs(3 * 3600)));
         assert_eq!(mib_to_bytes(16), 16 * 1024 * 1024);
     }
 }

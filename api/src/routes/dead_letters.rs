@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult, ConflictCode, ErrorBody};
+use crate::error::{ApiError, ApiResult, ConflictCode, ErrorBody, ErrorDetail};
 use crate::extract::{json_rejection, Admin, ApiPath, ApiQuery};
 use crate::state::AppState;
 
@@ -445,7 +445,7 @@ pub struct ReplayBatch {
     pub next_cursor: Option<String>,
     /// Why the batch stopped early, if it did (the counts above stand;
     /// call again with `next_cursor` once the cause is fixed).
-    pub stopped: Option<crate::error::ErrorDetail>,
+    pub stopped: Option<ErrorDetail>,
 }
 
 /// Replay the oldest pending dead letters (of one card, if given): at most
@@ -480,7 +480,17 @@ pub async fn replay_all(
             "limit must be between 1 and {BATCH_MAX}"
         )));
     }
-    let mut pending = dead_letter::Entity::find().filter(dead_letter::Column::State.eq("pending"));
+    let pass = match filter.cursor.as_deref() {
+        Some(c) => Pass::decode(c)
+            .ok_or_else(|| ApiError::BadRequest("cursor is not one this api issued".into()))?,
+        None => Pass::begin(&state).await?,
+    };
+    // Pending, of the card, and indexed when the pass began: dead letters
+    // that replays produce meanwhile are left for the next pass, so a pass
+    // always ends.
+    let mut pending = dead_letter::Entity::find()
+        .filter(dead_letter::Column::State.eq("pending"))
+        .filter(dead_letter::Column::DlqSequence.lte(pass.upto));
     if let Some(card) = filter.gift_card_id {
         pending = pending.filter(dead_letter::Column::GiftCardId.eq(card));
     }
@@ -490,58 +500,31 @@ pub async fn replay_all(
         pending.clone(),
         key,
         true,
-        filter.cursor.as_deref(),
+        pass.after.as_deref(),
         limit,
         |r| (r.dead_lettered_at, r.id),
     )
     .await?;
-    let started = Instant::now();
-    let mut result = ReplayResult::default();
-    let mut done = 0;
-    let mut stopped = None;
-    for dl in &rows {
-        if started.elapsed() > BATCH_TIME {
-            break;
-        }
-        match republish(&state, dl, admin.user.as_str()).await {
-            Ok(()) => result.replayed += 1,
-            Err(ApiError::Conflict {
-                code: ConflictCode::DeadLetterNotAuthentic,
-                ..
-            }) => result.not_authentic += 1,
-            Err(ApiError::Conflict {
-                code: ConflictCode::DeadLetterExpired,
-                ..
-            }) => result.expired += 1,
-            // Replayed or discarded meanwhile: nothing to do.
-            Err(ApiError::Conflict {
-                code: ConflictCode::DeadLetterResolved,
-                ..
-            }) => {}
-            Err(e) if done == 0 => return Err(e),
-            Err(e) => {
-                let (_, code) = e.status_and_code();
-                stopped = Some(crate::error::ErrorDetail {
-                    code: code.to_owned(),
-                    message: e.to_string(),
-                });
-                break;
-            }
-        }
-        done += 1;
-    }
-    let next_cursor = match rows.get(..done).and_then(<[_]>::last) {
+    let (result, done, stopped) = replay_batch(&state, &rows, admin.user.as_str()).await?;
+    let after = match rows.get(..done).and_then(<[_]>::last) {
         _ if done == rows.len() => more,
         Some(last) => Some(crate::cursor::encode(last.dead_lettered_at, last.id)),
-        None => filter.cursor.clone(),
+        None => pass.after.clone(),
     };
-    let remaining = match &next_cursor {
-        Some(c) => {
-            crate::cursor::after(pending, key, true, Some(c))?
+    let (remaining, next_cursor) = match after {
+        Some(after) => (
+            crate::cursor::after(pending, key, true, Some(&after))?
                 .count(&state.db)
-                .await?
-        }
-        None => 0,
+                .await?,
+            Some(
+                Pass {
+                    upto: pass.upto,
+                    after: Some(after),
+                }
+                .encode(),
+            ),
+        ),
+        None => (0, None),
     };
     Ok((
         StatusCode::ACCEPTED,
@@ -552,6 +535,98 @@ pub async fn replay_all(
             stopped,
         }),
     ))
+}
+
+/// Replays `rows` in order for about [`BATCH_TIME`]: what it did, how many
+/// of `rows` it took on, and why it stopped early if it did. An error on
+/// the first one is the answer (nothing was done).
+async fn replay_batch(
+    state: &AppState,
+    rows: &[dead_letter::Model],
+    by: &str,
+) -> ApiResult<(ReplayResult, usize, Option<ErrorDetail>)> {
+    let started = Instant::now();
+    let mut result = ReplayResult::default();
+    let mut done = 0;
+    for dl in rows {
+        if started.elapsed() > BATCH_TIME {
+            break;
+        }
+        match republish(state, dl, by).await {
+            Ok(()) => result.replayed += 1,
+            Err(ApiError::Conflict {
+                code: ConflictCode::DeadLetterNotAuthentic,
+                ..
+            }) => result.not_authentic += 1,
+            Err(ApiError::Conflict {
+                code: ConflictCode::DeadLetterExpired,
+                ..
+            }) => result.expired += 1,
+            Err(e) if done == 0 => return Err(e),
+            Err(e) => {
+                let (_, code) = e.status_and_code();
+                let stopped = ErrorDetail {
+                    code: code.to_owned(),
+                    message: e.to_string(),
+                };
+                return Ok((result, done, Some(stopped)));
+            }
+        }
+        done += 1;
+    }
+    Ok((result, done, None))
+}
+
+/// Where a replay-all pass is, carried in its opaque cursor: the dead
+/// letters indexed when it began (`dlq_sequence` up to `upto`), after
+/// `after` (a [`crate::cursor`] position).
+struct Pass {
+    upto: i64,
+    after: Option<String>,
+}
+
+impl Pass {
+    /// A pass over everything indexed now.
+    async fn begin(state: &AppState) -> ApiResult<Self> {
+        #[derive(FromQueryResult)]
+        struct Last {
+            upto: i64,
+        }
+        let last = Last::find_by_statement(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT COALESCE(max(dlq_sequence), 0) AS upto FROM dead_letters",
+        ))
+        .one(&state.db)
+        .await?;
+        Ok(Self {
+            upto: last.map_or(0, |l| l.upto),
+            after: None,
+        })
+    }
+
+    fn encode(&self) -> String {
+        hex::encode(format!(
+            "{}|{}",
+            self.upto,
+            self.after.as_deref().unwrap_or("")
+        ))
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        let raw = String::from_utf8(hex::decode(s).ok()?).ok()?;
+        let (upto, after) = raw.split_once('|')?;
+        let after = (!after.is_empty()).then(|| after.to_owned());
+        if after
+            .as_deref()
+            .is_some_and(|a| crate::cursor::decode(a).is_none())
+        {
+            return None;
+        }
+        Some(Self {
+            upto: upto.parse().ok()?,
+            after,
+        })
+    }
 }
 
 /// Discard a dead letter: its purchase becomes `failed` with `DISCARDED`.

@@ -206,6 +206,9 @@ impl Target {
         }
         let mut api_env = as_role(Role::Api);
         api_env.push(("GIFTCARD_API_LISTEN".into(), format!("127.0.0.1:{port}")));
+        // The load generator buys as fast as it can for its users; the
+        // peers have no per-user limit either.
+        api_env.push(("GIFTCARD_USER_RATE_LIMIT".into(), "0".into()));
         let api = Guarded::spawn_with_env(&bins.api, &[], None, &logs.join("api.log"), &api_env);
         processes.insert(0, ("api".into(), api));
         let mut target = Self {

@@ -322,7 +322,13 @@ async fn logs_carry_request_purchase_and_trace_ids_but_never_codes_or_tokens() {
     assert_eq!(codes.len(), 300);
     let mut tokens: Vec<String> = users.iter().map(|u| app.token(u)).collect();
     tokens.push(app.admin_token());
-    let withdrawn = withdraw_codes(&app, cards[0], &codes[0]).await;
+    let sold = &answers[0].2;
+    let withdrawn = withdraw_codes(
+        &app,
+        sold["gift_card_id"].as_str().unwrap().parse().unwrap(),
+        sold["activation_codes"][0].as_str().unwrap(),
+    )
+    .await;
 
     // Stop both: their last lines reach the logs, their spans the collector.
     api.terminate(Duration::from_secs(15)).await;

@@ -46,6 +46,17 @@ pub struct Options {
     pub nats: servers::NatsOptions,
 }
 
+impl Options {
+    /// The defaults without the in-process worker (tests that start worker
+    /// processes, or none).
+    pub fn without_worker() -> Self {
+        Self {
+            start_worker: false,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {

@@ -14,13 +14,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const API: &str = env!("CARGO_BIN_EXE_giftcard-api-under-test");
 
-fn no_worker() -> Options {
-    Options {
-        start_worker: false,
-        ..Options::default()
-    }
-}
-
 /// One user bursting 60 purchases at 5/s: most are refused with 429 and
 /// `Retry-After` before anything is queued; nothing refused is charged;
 /// another user is served meanwhile; after `Retry-After` the user buys again.
@@ -90,7 +83,7 @@ async fn a_user_bursting_purchases_is_rate_limited_and_charged_only_for_what_was
 /// dropped within 60 s (the header timeout is 30 s).
 #[tokio::test]
 async fn slow_header_clients_are_dropped_while_others_are_served() {
-    let app = TestApp::spawn_with(no_worker()).await;
+    let app = TestApp::spawn_with(Options::without_worker()).await;
     let api = ApiProcess::spawn_api(API.as_ref(), &app, "slow-api", &[]);
     api.wait_ready(&app.http).await;
     let addr = api.url.trim_start_matches("http://").to_owned();
@@ -167,7 +160,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// row cap, and the api's memory stays bounded.
 #[tokio::test]
 async fn a_16_mib_csv_of_tiny_rows_is_refused_in_bounded_memory() {
-    let app = TestApp::spawn_with(no_worker()).await;
+    let app = TestApp::spawn_with(Options::without_worker()).await;
     let api = ApiProcess::spawn_api(API.as_ref(), &app, "csv-api", &[]);
     api.wait_ready(&app.http).await;
     let mut app = app;
@@ -217,7 +210,7 @@ async fn a_16_mib_csv_of_tiny_rows_is_refused_in_bounded_memory() {
 /// age.
 #[tokio::test]
 async fn both_streams_report_their_limits_and_a_full_stream_refuses_new_purchases_only() {
-    let app = TestApp::spawn_with(no_worker()).await;
+    let app = TestApp::spawn_with(Options::without_worker()).await;
     let js = async_nats::jetstream::new(app.nats_client().await);
     let mut purchases = js.get_stream("PURCHASES").await.unwrap();
     let config = purchases.info().await.unwrap().config.clone();
@@ -286,7 +279,7 @@ async fn both_streams_report_their_limits_and_a_full_stream_refuses_new_purchase
 /// changes nothing.
 #[tokio::test]
 async fn amounts_are_exact_and_a_balance_cannot_overflow() {
-    let app = TestApp::spawn_with(no_worker()).await;
+    let app = TestApp::spawn_with(Options::without_worker()).await;
     let admin = app.admin_token();
     let credit = |amount: &'static str, reference: String| {
         let app = &app;

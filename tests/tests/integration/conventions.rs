@@ -13,16 +13,9 @@ use serde_json::{json, Value};
 
 const API: &str = env!("CARGO_BIN_EXE_giftcard-api-under-test");
 
-fn no_worker() -> Options {
-    Options {
-        start_worker: false,
-        ..Options::default()
-    }
-}
-
 #[tokio::test]
 async fn errors_of_every_layer_carry_the_contract_body() {
-    let app = TestApp::spawn_with(no_worker()).await;
+    let app = TestApp::spawn_with(Options::without_worker()).await;
     let admin = app.admin_token();
     // Over the 64 KiB body limit on a route that reads raw bytes.
     let resp = app
@@ -78,7 +71,7 @@ async fn a_retried_purchase_is_marked_idempotent_replayed() {
 
 #[tokio::test]
 async fn request_ids_are_echoed_only_when_short_and_visible() {
-    let app = TestApp::spawn_with(no_worker()).await;
+    let app = TestApp::spawn_with(Options::without_worker()).await;
     let echoed = |id: String| {
         let app = &app;
         async move {
@@ -111,7 +104,7 @@ async fn request_ids_are_echoed_only_when_short_and_visible() {
 /// 4xx and 2xx visible per route template, never per raw path.
 #[tokio::test]
 async fn requests_are_counted_per_route_template_and_status_class() {
-    let app = TestApp::spawn_with(no_worker()).await;
+    let app = TestApp::spawn_with(Options::without_worker()).await;
     let api = ApiProcess::spawn_api(API.as_ref(), &app, "routes-api", &[]);
     api.wait_ready(&app.http).await;
     let id = uuid::Uuid::new_v4();
@@ -163,7 +156,7 @@ async fn requests_are_counted_per_route_template_and_status_class() {
 /// a purchase is answered 202 as soon as it is queued.
 #[tokio::test]
 async fn requests_over_the_limits_are_shed_or_not_held() {
-    let app = TestApp::spawn_with(no_worker()).await;
+    let app = TestApp::spawn_with(Options::without_worker()).await;
     let card = app.card_with_stock("1.00", 5).await;
     let shedding = ApiProcess::spawn_api(
         API.as_ref(),
@@ -253,7 +246,7 @@ async fn requests_over_the_limits_are_shed_or_not_held() {
 /// operation can answer and names every error code.
 #[tokio::test]
 async fn the_reference_page_is_served_and_the_document_declares_every_answer() {
-    let app = TestApp::spawn_with(no_worker()).await;
+    let app = TestApp::spawn_with(Options::without_worker()).await;
     let page = app
         .http
         .get(format!("{}/docs", app.api_url))

@@ -26,6 +26,18 @@ async fn wait_dead_letters(app: &TestApp, n: usize) -> serde_json::Value {
     panic!("fewer than {n} dead letters after 10 s");
 }
 
+/// Publishes `payload` to `subject`, signed as an api would sign it (so
+/// that the worker judges it on its content).
+async fn publish_signed(js: &jetstream::Context, subject: &str, payload: &[u8]) {
+    let mut headers = async_nats::HeaderMap::new();
+    TestApp::sign(subject, &mut headers, payload);
+    js.publish_with_headers(subject.to_owned(), headers, payload.to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
     let app = TestApp::spawn().await;
@@ -40,13 +52,7 @@ async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
         br#"{"v": 99, "purchase_id": "x"}"#,
         br#"{"v": 1}"#,
     ] {
-        let mut headers = async_nats::HeaderMap::new();
-        TestApp::sign(&subject, &mut headers, payload);
-        js.publish_with_headers(subject.clone(), headers, payload.to_vec().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish_signed(&js, &subject, payload).await;
     }
     let list = wait_dead_letters(&app, 3).await;
     let reasons: Vec<&str> = list["items"]
@@ -239,14 +245,7 @@ async fn replay_all_goes_in_bounded_batches_that_count_and_end() {
     let js = jetstream::new(app.nats_client().await);
     let subject = purchase_subject(card, app.options.partitions);
     for _ in 0..5 {
-        let payload = br#"{"v": 1}"#;
-        let mut headers = async_nats::HeaderMap::new();
-        TestApp::sign(&subject, &mut headers, payload);
-        js.publish_with_headers(subject.clone(), headers, payload.to_vec().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish_signed(&js, &subject, br#"{"v": 1}"#).await;
     }
     wait_dead_letters(&app, 5).await;
     let admin = app.admin_token();

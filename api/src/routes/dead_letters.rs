@@ -13,9 +13,11 @@ use giftcard_shared::contract::{HEADER_REPLAY_OF, HEADER_VERSION, MESSAGE_VERSIO
 use giftcard_shared::domain::FailureCode;
 use giftcard_shared::entities::dead_letter;
 use giftcard_shared::signing::{signature_of, SignedParts, HEADER_SIGNATURE};
+use sea_orm::sea_query::extension::postgres::PgExpr;
+use sea_orm::sea_query::{Expr, LikeExpr};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -87,6 +89,81 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
+/// Which dead letters a list (or a bulk replay) covers.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `pending`, `replayed` or `discarded`; None for every state.
+    pub state: Option<&'static str>,
+    pub gift_card_id: Option<Uuid>,
+    /// A case-insensitive part of the reason (the console's filter).
+    pub reason: Option<String>,
+    pub purchase_id: Option<Uuid>,
+}
+
+impl Filter {
+    /// The `state` parameter: `pending` (default), `replayed`,
+    /// `discarded` or `all`.
+    pub fn parse_state(s: Option<&str>) -> ApiResult<Option<&'static str>> {
+        match s.unwrap_or("pending") {
+            "all" => Ok(None),
+            "pending" => Ok(Some("pending")),
+            "replayed" => Ok(Some("replayed")),
+            "discarded" => Ok(Some("discarded")),
+            other => Err(ApiError::BadRequest(format!(
+                "state {other:?} is not one of pending, replayed, discarded, all"
+            ))),
+        }
+    }
+
+    /// The dead letters this filter covers.
+    pub fn select(&self) -> sea_orm::Select<dead_letter::Entity> {
+        let mut q = dead_letter::Entity::find();
+        if let Some(s) = self.state {
+            q = q.filter(dead_letter::Column::State.eq(s));
+        }
+        if let Some(card) = self.gift_card_id {
+            q = q.filter(dead_letter::Column::GiftCardId.eq(card));
+        }
+        if let Some(purchase) = self.purchase_id {
+            q = q.filter(dead_letter::Column::PurchaseId.eq(purchase));
+        }
+        if let Some(reason) = self.reason.as_deref().filter(|r| !r.is_empty()) {
+            // `%`, `_` and `\` in what the operator typed match themselves
+            // (backslash is PostgreSQL's default LIKE escape character).
+            let escaped: String = reason
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            let like = LikeExpr::new(format!("%{escaped}%"));
+            q = q.filter(Expr::col(dead_letter::Column::Reason).ilike(like));
+        }
+        q
+    }
+}
+
+/// One page of the dead letters `filter` covers, oldest first, after
+/// `cursor`: the rows and the next page's cursor.
+pub async fn list_page(
+    state: &AppState,
+    filter: &Filter,
+    cursor: Option<&str>,
+    limit: u64,
+) -> ApiResult<(Vec<dead_letter::Model>, Option<String>)> {
+    crate::cursor::page(
+        &state.db,
+        filter.select(),
+        (dead_letter::Column::DeadLetteredAt, dead_letter::Column::Id),
+        true,
+        cursor,
+        limit,
+        |r| (r.dead_lettered_at, r.id),
+    )
+    .await
+}
+
 /// Dead letters, oldest first (default: those waiting for an operator).
 #[utoipa::path(get, path = "/v1/admin/dead-letters", tag = "dead-letters", params(ListParams),
     responses((status = 200, body = DeadLetterList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
@@ -102,31 +179,12 @@ pub async fn list(
             "limit must be between 1 and 500".into(),
         ));
     }
-    let mut q = dead_letter::Entity::find();
-    match p.state.as_deref().unwrap_or("pending") {
-        "all" => {}
-        s @ ("pending" | "replayed" | "discarded") => {
-            q = q.filter(dead_letter::Column::State.eq(s))
-        }
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "state {other:?} is not one of pending, replayed, discarded, all"
-            )))
-        }
-    }
-    if let Some(card) = p.gift_card_id {
-        q = q.filter(dead_letter::Column::GiftCardId.eq(card));
-    }
-    let (rows, next_cursor) = crate::cursor::page(
-        &state.db,
-        q,
-        (dead_letter::Column::DeadLetteredAt, dead_letter::Column::Id),
-        true,
-        p.cursor.as_deref(),
-        limit,
-        |r| (r.dead_lettered_at, r.id),
-    )
-    .await?;
+    let filter = Filter {
+        state: Filter::parse_state(p.state.as_deref())?,
+        gift_card_id: p.gift_card_id,
+        ..Default::default()
+    };
+    let (rows, next_cursor) = list_page(&state, &filter, p.cursor.as_deref(), limit).await?;
     Ok(Json(DeadLetterList {
         items: rows.into_iter().map(Into::into).collect(),
         next_cursor,
@@ -184,6 +242,13 @@ pub async fn inspect(
     _admin: Admin,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<DeadLetterDetail>> {
+    Ok(Json(detail(&state, id).await?))
+}
+
+/// A dead letter in full: its message as stored in `PURCHASES_DLQ`, every
+/// dead-lettering of the same purchase (or, for a message without one, of
+/// the same message through its replays) and every action on them.
+pub async fn detail(state: &AppState, id: Uuid) -> ApiResult<DeadLetterDetail> {
     let dl = dead_letter::Entity::find_by_id(id)
         .one(&state.db)
         .await?
@@ -216,7 +281,7 @@ pub async fn inspect(
                 .all(&state.db)
                 .await?
         }
-        None => vec![dl.clone()],
+        None => replay_chain(&state.db, id).await?,
     };
     let ids: Vec<Uuid> = history.iter().map(|h| h.id).collect();
     let events = EventRow::find_by_statement(Statement::from_sql_and_values(
@@ -236,7 +301,7 @@ pub async fn inspect(
         at: e.at,
     })
     .collect();
-    Ok(Json(DeadLetterDetail {
+    Ok(DeadLetterDetail {
         resolved_at: dl.resolved_at,
         resolved_by: dl.resolved_by.clone(),
         replayed_from: dl.replayed_from,
@@ -245,7 +310,32 @@ pub async fn inspect(
         headers,
         history: history.into_iter().map(Into::into).collect(),
         events,
-    }))
+    })
+}
+
+/// The dead letters one message became through its replays, oldest
+/// first: up the `replayed_from` links to the first dead-lettering, then
+/// down to every replay of it (for messages without a purchase id).
+async fn replay_chain<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+) -> Result<Vec<dead_letter::Model>, sea_orm::DbErr> {
+    dead_letter::Entity::find()
+        .from_raw_sql(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "WITH RECURSIVE up AS ( \
+                 SELECT id, replayed_from FROM dead_letters WHERE id = $1 \
+                 UNION SELECT d.id, d.replayed_from FROM dead_letters d JOIN up ON d.id = up.replayed_from \
+             ), down AS ( \
+                 SELECT id FROM up WHERE replayed_from IS NULL \
+                 UNION SELECT d.id FROM dead_letters d JOIN down ON d.replayed_from = down.id \
+             ) \
+             SELECT * FROM dead_letters WHERE id IN (SELECT id FROM down) \
+             ORDER BY dead_lettered_at, id",
+            [id.into()],
+        ))
+        .all(db)
+        .await
 }
 
 async fn record_event<C: ConnectionTrait>(
@@ -390,8 +480,7 @@ pub async fn replay(
     Admin(admin): Admin,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<ReplayResult>)> {
-    let dl = pending_dead_letter(&state, id).await?;
-    republish(&state, &dl, admin.user.as_str()).await?;
+    replay_one(&state, id, admin.user.as_str()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ReplayResult {
@@ -399,6 +488,105 @@ pub async fn replay(
             not_authentic: 0,
         }),
     ))
+}
+
+/// Replays one pending dead letter on behalf of `by` (recorded as the
+/// actor): 404 if there is none, 409 `DEAD_LETTER_RESOLVED` if it is no
+/// longer pending, 409 `DEAD_LETTER_NOT_AUTHENTIC` if no api signed it.
+pub async fn replay_one(state: &AppState, id: Uuid, by: &str) -> ApiResult<()> {
+    let dl = pending_dead_letter(state, id).await?;
+    republish(state, &dl, by).await
+}
+
+/// Where a bulk replay has got to: the last dead letter it handled, in
+/// original stream order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayCursor {
+    pub original_sequence: i64,
+    pub id: Uuid,
+}
+
+/// What one batch of a bulk replay did.
+#[derive(Debug, Default)]
+pub struct ReplayBatch {
+    pub replayed: u64,
+    /// Left pending: not signed by an api (discard them).
+    pub not_authentic: u64,
+    /// Where the next batch starts (the last dead letter handled).
+    pub next: Option<ReplayCursor>,
+    /// Pending dead letters of the bulk replay after `next`.
+    pub remaining: u64,
+}
+
+/// One batch of a bulk replay: replays up to `limit` pending dead letters
+/// that `filter` covers, dead-lettered at or before `until`, after
+/// `after`, in original stream order (so each card's purchases go back in
+/// the order they first came). A replay that is dead-lettered again is
+/// newer than `until`, so one bulk replay never loops on poison; a dead
+/// letter that is not authentic stays pending, is counted, and the cursor
+/// moves past it. Every replay is recorded with `by` as the actor.
+pub async fn replay_batch(
+    state: &AppState,
+    filter: &Filter,
+    until: DateTime<Utc>,
+    after: Option<ReplayCursor>,
+    limit: u64,
+    by: &str,
+) -> ApiResult<ReplayBatch> {
+    let rows = pending_after(filter, until, after)
+        .order_by_asc(dead_letter::Column::OriginalSequence)
+        .order_by_asc(dead_letter::Column::Id)
+        .limit(limit)
+        .all(&state.db)
+        .await?;
+    let mut batch = ReplayBatch {
+        next: after,
+        ..Default::default()
+    };
+    for dl in &rows {
+        match republish(state, dl, by).await {
+            Ok(()) => batch.replayed += 1,
+            Err(ApiError::Conflict {
+                code: "DEAD_LETTER_NOT_AUTHENTIC",
+                ..
+            }) => batch.not_authentic += 1,
+            Err(e) => return Err(e),
+        }
+        batch.next = Some(ReplayCursor {
+            original_sequence: dl.original_sequence,
+            id: dl.id,
+        });
+    }
+    batch.remaining = pending_after(filter, until, batch.next)
+        .count(&state.db)
+        .await?;
+    Ok(batch)
+}
+
+/// The pending dead letters of a bulk replay (see [`replay_batch`]).
+pub fn pending_after(
+    filter: &Filter,
+    until: DateTime<Utc>,
+    after: Option<ReplayCursor>,
+) -> sea_orm::Select<dead_letter::Entity> {
+    use dead_letter::Column as C;
+    let pending = Filter {
+        state: Some("pending"),
+        ..filter.clone()
+    };
+    let mut q = pending.select().filter(C::DeadLetteredAt.lte(until));
+    if let Some(c) = after {
+        q = q.filter(
+            Condition::any()
+                .add(C::OriginalSequence.gt(c.original_sequence))
+                .add(
+                    Condition::all()
+                        .add(C::OriginalSequence.eq(c.original_sequence))
+                        .add(C::Id.gt(c.id)),
+                ),
+        );
+    }
+    q
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -418,7 +606,7 @@ pub async fn replay_all(
     Admin(admin): Admin,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<ReplayResult>)> {
-    let filter: ReplayAll = if body.iter().all(u8::is_ascii_whitespace) {
+    let wanted: ReplayAll = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayAll::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
@@ -431,27 +619,25 @@ pub async fn replay_all(
             }
         })?
     };
-    let mut q = dead_letter::Entity::find().filter(dead_letter::Column::State.eq("pending"));
-    if let Some(card) = filter.gift_card_id {
-        q = q.filter(dead_letter::Column::GiftCardId.eq(card));
-    }
-    let rows = q
-        .order_by_asc(dead_letter::Column::OriginalSequence)
-        .all(&state.db)
-        .await?;
+    let filter = Filter {
+        state: Some("pending"),
+        gift_card_id: wanted.gift_card_id,
+        ..Default::default()
+    };
+    let until = Utc::now();
+    let mut after = None;
     let mut result = ReplayResult {
         replayed: 0,
         not_authentic: 0,
     };
-    for dl in rows {
-        match republish(&state, &dl, admin.user.as_str()).await {
-            Ok(()) => result.replayed += 1,
-            Err(ApiError::Conflict {
-                code: "DEAD_LETTER_NOT_AUTHENTIC",
-                ..
-            }) => result.not_authentic += 1,
-            Err(e) => return Err(e),
+    loop {
+        let batch = replay_batch(&state, &filter, until, after, 100, admin.user.as_str()).await?;
+        result.replayed += batch.replayed;
+        result.not_authentic += batch.not_authentic;
+        if batch.remaining == 0 || batch.next == after {
+            break;
         }
+        after = batch.next;
     }
     Ok((StatusCode::ACCEPTED, Json(result)))
 }
@@ -466,14 +652,21 @@ pub async fn discard(
     Admin(admin): Admin,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let dl = pending_dead_letter(&state, id).await?;
+    discard_one(&state, id, admin.user.as_str()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Discards one pending dead letter on behalf of `by` (recorded as the
+/// actor): its purchase, if any, becomes `failed` with `DISCARDED`.
+pub async fn discard_one(state: &AppState, id: Uuid, by: &str) -> ApiResult<()> {
+    let dl = pending_dead_letter(state, id).await?;
     let txn = sea_orm::TransactionTrait::begin(&state.db).await?;
     let claimed = txn
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE dead_letters SET state = 'discarded', resolved_at = now(), resolved_by = $2 \
              WHERE id = $1 AND state = 'pending'",
-            [id.into(), admin.user.as_str().into()],
+            [id.into(), by.into()],
         ))
         .await?
         .rows_affected();
@@ -487,7 +680,7 @@ pub async fn discard(
         &txn,
         id,
         "discarded",
-        admin.user.as_str(),
+        by,
         "purchase marked failed (DISCARDED)",
     )
     .await?;
@@ -503,6 +696,6 @@ pub async fn discard(
     }
     txn.commit().await?;
     metrics::counter!(crate::telemetry::DLQ_DISCARDED).increment(1);
-    tracing::info!(dead_letter = %id, by = admin.user.as_str(), "dead letter discarded");
-    Ok(StatusCode::NO_CONTENT)
+    tracing::info!(dead_letter = %id, by, "dead letter discarded");
+    Ok(())
 }

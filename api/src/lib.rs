@@ -5,11 +5,13 @@
 //!   listener, database, NATS client and shutdown token.
 //! - [`routes`]: one module per feature (purchases, catalog, admin,
 //!   dead letters, operations), merged over one [`state::AppState`].
+//! - [`console`]: the operators' web console under `/console/`.
 //! - [`error`]: the error type and its mapping to the contract's body.
 //! - [`extract`]: extractors answering bad input with a 4xx.
 //! - [`replies`]: routes worker replies to waiting requests.
 //! - [`telemetry`]: metric names and help lines.
 
+pub mod console;
 pub mod cursor;
 pub mod error;
 pub mod extract;
@@ -125,6 +127,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID);
     routes::router(state.settings.metrics_listen.is_none())
+        .merge(console::router(&state))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(error::ApiError::Internal(

@@ -2,6 +2,8 @@
 
 mod admin;
 mod cli;
+mod console;
+mod console_browser;
 mod dead_letters;
 mod faults;
 mod idempotency;

@@ -478,7 +478,7 @@ async fn bulk_replay_replays_a_filter_in_batches_with_progress_and_skips_forgeri
     let until = page.split("name=\"until\" value=\"").nth(1).unwrap();
     let until = until[..until.find('"').unwrap()].to_owned();
     let card = card.to_string();
-    let mut form = vec![
+    let mut form = [
         ("csrf", csrf.clone()),
         ("confirm", "yes".to_owned()),
         ("card", card.clone()),

@@ -14,7 +14,10 @@
 #                                         test binaries
 #
 # Environment: GIFTCARD_TEST_THREADS (default 2), GIFTCARD_PG_BIN (where
-# initdb/pg_ctl/postgres live, found automatically otherwise).
+# initdb/pg_ctl/postgres live, found automatically otherwise),
+# GIFTCARD_CHROMIUM / GIFTCARD_CHROMEDRIVER (the console's browser test;
+# scripts/install-chromium.sh installs Debian's when missing). Screenshots
+# of the console's browser test land in target/test-artifacts/console/.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -101,6 +104,11 @@ if ((lint)); then
   "$GIFTCARD_REPO/scripts/check-deploy.sh" ||
     die "the deployment files are invalid (above): fix them, then re-run ./scripts/check-deploy.sh"
 fi
+
+info "checking Chromium and chromedriver (the console's browser test)"
+browser_env="$("$GIFTCARD_REPO/scripts/install-chromium.sh")" ||
+  die "scripts/install-chromium.sh failed (see above); fix that and re-run ./scripts/test.sh"
+while IFS= read -r line; do export "${line?}"; done <<<"$browser_env"
 
 threads="${GIFTCARD_TEST_THREADS:-2}"
 info "cargo test --workspace --locked ${cargo_args[*]} -- --test-threads=$threads ${harness_args[*]}"

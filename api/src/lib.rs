@@ -5,6 +5,7 @@
 //!   listener, database, NATS client and shutdown token.
 //! - [`routes`]: one module per feature (purchases, catalog, admin,
 //!   dead letters, operations), merged over one [`state::AppState`].
+//! - [`console`]: the operators' web console under `/console/`.
 //! - [`error`]: the error type and its mapping to the contract's body.
 //! - [`extract`]: extractors answering bad input with a 4xx.
 //! - [`replies`]: routes worker replies to waiting requests.
@@ -15,6 +16,7 @@
 //! - [`openapi`]: what every operation can answer, added to the document.
 //! - [`telemetry`]: metric names and help lines.
 
+pub mod console;
 pub mod cursor;
 pub mod error;
 pub mod extract;
@@ -136,6 +138,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub fn app(state: AppState) -> Router {
     use axum::middleware::{from_fn, from_fn_with_state};
     routes::router(state.settings.metrics_listen.is_none())
+        .merge(console::router(&state))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(error::ApiError::Internal(anyhow::anyhow!(

@@ -3,8 +3,10 @@
 //! api and worker started in-process on port 0 ([`TestApp`]).
 //!
 //! Tests drive the system only through the HTTP contract, plus direct SQL
-//! for the invariant checks ([`invariants`]).
+//! for the invariant checks ([`invariants`]); the console's tests drive a
+//! real headless Chromium ([`browser`]).
 
+pub mod browser;
 pub mod invariants;
 pub mod load;
 pub mod processes;

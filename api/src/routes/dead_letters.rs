@@ -16,9 +16,11 @@ use giftcard_shared::contract::{HEADER_REPLAY_OF, HEADER_VERSION, MESSAGE_VERSIO
 use giftcard_shared::domain::FailureCode;
 use giftcard_shared::entities::dead_letter;
 use giftcard_shared::signing::{signature_of, SignedParts, HEADER_SIGNATURE};
+use sea_orm::sea_query::extension::postgres::PgExpr;
+use sea_orm::sea_query::{Expr, LikeExpr};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, PaginatorTrait,
-    QueryFilter, QueryOrder, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -90,6 +92,81 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
+/// Which dead letters a list (or a bulk replay) covers.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `pending`, `replayed` or `discarded`; None for every state.
+    pub state: Option<&'static str>,
+    pub gift_card_id: Option<Uuid>,
+    /// A case-insensitive part of the reason (the console's filter).
+    pub reason: Option<String>,
+    pub purchase_id: Option<Uuid>,
+}
+
+impl Filter {
+    /// The `state` parameter: `pending` (default), `replayed`,
+    /// `discarded` or `all`.
+    pub fn parse_state(s: Option<&str>) -> ApiResult<Option<&'static str>> {
+        match s.unwrap_or("pending") {
+            "all" => Ok(None),
+            "pending" => Ok(Some("pending")),
+            "replayed" => Ok(Some("replayed")),
+            "discarded" => Ok(Some("discarded")),
+            other => Err(ApiError::BadRequest(format!(
+                "state {other:?} is not one of pending, replayed, discarded, all"
+            ))),
+        }
+    }
+
+    /// The dead letters this filter covers.
+    pub fn select(&self) -> sea_orm::Select<dead_letter::Entity> {
+        let mut q = dead_letter::Entity::find();
+        if let Some(s) = self.state {
+            q = q.filter(dead_letter::Column::State.eq(s));
+        }
+        if let Some(card) = self.gift_card_id {
+            q = q.filter(dead_letter::Column::GiftCardId.eq(card));
+        }
+        if let Some(purchase) = self.purchase_id {
+            q = q.filter(dead_letter::Column::PurchaseId.eq(purchase));
+        }
+        if let Some(reason) = self.reason.as_deref().filter(|r| !r.is_empty()) {
+            // `%`, `_` and `\` in what the operator typed match themselves
+            // (backslash is PostgreSQL's default LIKE escape character).
+            let escaped: String = reason
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            let like = LikeExpr::new(format!("%{escaped}%"));
+            q = q.filter(Expr::col(dead_letter::Column::Reason).ilike(like));
+        }
+        q
+    }
+}
+
+/// One page of the dead letters `filter` covers, oldest first, after
+/// `cursor`: the rows and the next page's cursor.
+pub async fn list_page(
+    state: &AppState,
+    filter: &Filter,
+    cursor: Option<&str>,
+    limit: u64,
+) -> ApiResult<(Vec<dead_letter::Model>, Option<String>)> {
+    crate::cursor::page(
+        &state.db,
+        filter.select(),
+        (dead_letter::Column::DeadLetteredAt, dead_letter::Column::Id),
+        true,
+        cursor,
+        limit,
+        |r| (r.dead_lettered_at, r.id),
+    )
+    .await
+}
+
 /// Dead letters, oldest first (default: those waiting for an operator).
 #[utoipa::path(get, path = "/v1/admin/dead-letters", tag = "dead-letters", params(ListParams),
     responses((status = 200, body = DeadLetterList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
@@ -105,31 +182,12 @@ pub async fn list(
             "limit must be between 1 and 500".into(),
         ));
     }
-    let mut q = dead_letter::Entity::find();
-    match p.state.as_deref().unwrap_or("pending") {
-        "all" => {}
-        s @ ("pending" | "replayed" | "discarded") => {
-            q = q.filter(dead_letter::Column::State.eq(s))
-        }
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "state {other:?} is not one of pending, replayed, discarded, all"
-            )))
-        }
-    }
-    if let Some(card) = p.gift_card_id {
-        q = q.filter(dead_letter::Column::GiftCardId.eq(card));
-    }
-    let (rows, next_cursor) = crate::cursor::page(
-        &state.db,
-        q,
-        (dead_letter::Column::DeadLetteredAt, dead_letter::Column::Id),
-        true,
-        p.cursor.as_deref(),
-        limit,
-        |r| (r.dead_lettered_at, r.id),
-    )
-    .await?;
+    let filter = Filter {
+        state: Filter::parse_state(p.state.as_deref())?,
+        gift_card_id: p.gift_card_id,
+        ..Default::default()
+    };
+    let (rows, next_cursor) = list_page(&state, &filter, p.cursor.as_deref(), limit).await?;
     Ok(Json(DeadLetterList {
         items: rows.into_iter().map(Into::into).collect(),
         next_cursor,
@@ -187,6 +245,13 @@ pub async fn inspect(
     _admin: Admin,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<DeadLetterDetail>> {
+    Ok(Json(detail(&state, id).await?))
+}
+
+/// A dead letter in full: its message as stored in `PURCHASES_DLQ`, every
+/// dead-lettering of the same purchase (or, for a message without one, of
+/// the same message through its replays) and every action on them.
+pub async fn detail(state: &AppState, id: Uuid) -> ApiResult<DeadLetterDetail> {
     let dl = dead_letter::Entity::find_by_id(id)
         .one(&state.db)
         .await?
@@ -219,7 +284,7 @@ pub async fn inspect(
                 .all(&state.db)
                 .await?
         }
-        None => vec![dl.clone()],
+        None => replay_chain(&state.db, id).await?,
     };
     let ids: Vec<Uuid> = history.iter().map(|h| h.id).collect();
     let events = EventRow::find_by_statement(Statement::from_sql_and_values(
@@ -239,7 +304,7 @@ pub async fn inspect(
         at: e.at,
     })
     .collect();
-    Ok(Json(DeadLetterDetail {
+    Ok(DeadLetterDetail {
         resolved_at: dl.resolved_at,
         resolved_by: dl.resolved_by.clone(),
         replayed_from: dl.replayed_from,
@@ -248,7 +313,32 @@ pub async fn inspect(
         headers,
         history: history.into_iter().map(Into::into).collect(),
         events,
-    }))
+    })
+}
+
+/// The dead letters one message became through its replays, oldest
+/// first: up the `replayed_from` links to the first dead-lettering, then
+/// down to every replay of it (for messages without a purchase id).
+async fn replay_chain<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+) -> Result<Vec<dead_letter::Model>, sea_orm::DbErr> {
+    dead_letter::Entity::find()
+        .from_raw_sql(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "WITH RECURSIVE up AS ( \
+                 SELECT id, replayed_from FROM dead_letters WHERE id = $1 \
+                 UNION SELECT d.id, d.replayed_from FROM dead_letters d JOIN up ON d.id = up.replayed_from \
+             ), down AS ( \
+                 SELECT id FROM up WHERE replayed_from IS NULL \
+                 UNION SELECT d.id FROM dead_letters d JOIN down ON d.replayed_from = down.id \
+             ) \
+             SELECT * FROM dead_letters WHERE id IN (SELECT id FROM down) \
+             ORDER BY dead_lettered_at, id",
+            [id.into()],
+        ))
+        .all(db)
+        .await
 }
 
 async fn record_event<C: ConnectionTrait>(
@@ -404,8 +494,7 @@ pub async fn replay(
     Admin(admin): Admin,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<ReplayResult>)> {
-    let dl = pending_dead_letter(&state, id).await?;
-    republish(&state, &dl, admin.user.as_str()).await?;
+    replay_one(&state, id, admin.user.as_str()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ReplayResult {
@@ -415,11 +504,161 @@ pub async fn replay(
     ))
 }
 
+/// Replays one pending dead letter on behalf of `by` (recorded as the
+/// actor): 404 if there is none, 409 `DEAD_LETTER_RESOLVED` if it is no
+/// longer pending, 409 `DEAD_LETTER_NOT_AUTHENTIC` if no api signed it,
+/// 409 `DEAD_LETTER_EXPIRED` if its message is past the stream's retention.
+pub async fn replay_one(state: &AppState, id: Uuid, by: &str) -> ApiResult<()> {
+    let dl = pending_dead_letter(state, id).await?;
+    republish(state, &dl, by).await
+}
+
+/// Where a bulk replay has got to: the last dead letter it handled, in
+/// original stream order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayCursor {
+    pub original_sequence: i64,
+    pub id: Uuid,
+}
+
+impl ReplayCursor {
+    /// `<original sequence>.<id>`, as forms and cursors carry it.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.original_sequence, self.id)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (seq, id) = s.split_once('.')?;
+        Some(Self {
+            original_sequence: seq.parse().ok()?,
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// Where a bulk replay that begins now ends: the last dead letter indexed
+/// so far (its `PURCHASES_DLQ` sequence). A replay that is dead-lettered
+/// again lands after it, so one bulk replay never loops on poison.
+pub async fn replay_bound(state: &AppState) -> ApiResult<i64> {
+    #[derive(FromQueryResult)]
+    struct Last {
+        upto: i64,
+    }
+    let last = Last::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT COALESCE(max(dlq_sequence), 0) AS upto FROM dead_letters",
+    ))
+    .one(&state.db)
+    .await?;
+    Ok(last.map_or(0, |l| l.upto))
+}
+
+/// A batch stops taking on dead letters after this long.
+const BATCH_TIME: Duration = Duration::from_secs(10);
+
+/// What one batch of a bulk replay did.
+#[derive(Debug, Default)]
+pub struct ReplayStep {
+    pub result: ReplayResult,
+    /// Where the next batch starts (the last dead letter handled).
+    pub next: Option<ReplayCursor>,
+    /// Pending dead letters of the bulk replay after `next`.
+    pub remaining: u64,
+    /// Why the batch stopped early, if it did (the counts stand).
+    pub stopped: Option<ErrorDetail>,
+}
+
+/// One batch of a bulk replay: replays up to `limit` pending dead letters
+/// that `filter` covers, indexed up to `upto` (see [`replay_bound`]),
+/// after `after`, in original stream order (so each card's purchases go
+/// back in the order they first came), for about ten seconds at most. A
+/// dead letter that is not authentic or past the stream's retention stays
+/// pending, is counted, and the cursor moves past it. An error on the
+/// first dead letter is the answer; a later one stops the batch and is
+/// reported in `stopped`. Every replay is recorded with `by` as the actor.
+pub async fn replay_batch(
+    state: &AppState,
+    filter: &Filter,
+    upto: i64,
+    after: Option<ReplayCursor>,
+    limit: u64,
+    by: &str,
+) -> ApiResult<ReplayStep> {
+    let rows = pending_after(filter, upto, after)
+        .order_by_asc(dead_letter::Column::OriginalSequence)
+        .order_by_asc(dead_letter::Column::Id)
+        .limit(limit)
+        .all(&state.db)
+        .await?;
+    let started = Instant::now();
+    let mut step = ReplayStep {
+        next: after,
+        ..Default::default()
+    };
+    for (done, dl) in rows.iter().enumerate() {
+        if started.elapsed() > BATCH_TIME {
+            break;
+        }
+        match republish(state, dl, by).await {
+            Ok(()) => step.result.replayed += 1,
+            Err(ApiError::Conflict {
+                code: ConflictCode::DeadLetterNotAuthentic,
+                ..
+            }) => step.result.not_authentic += 1,
+            Err(ApiError::Conflict {
+                code: ConflictCode::DeadLetterExpired,
+                ..
+            }) => step.result.expired += 1,
+            Err(e) if done == 0 => return Err(e),
+            Err(e) => {
+                let (_, code) = e.status_and_code();
+                step.stopped = Some(ErrorDetail {
+                    code: code.to_owned(),
+                    message: e.to_string(),
+                });
+                break;
+            }
+        }
+        step.next = Some(ReplayCursor {
+            original_sequence: dl.original_sequence,
+            id: dl.id,
+        });
+    }
+    step.remaining = pending_after(filter, upto, step.next)
+        .count(&state.db)
+        .await?;
+    Ok(step)
+}
+
+/// The pending dead letters of a bulk replay (see [`replay_batch`]).
+pub fn pending_after(
+    filter: &Filter,
+    upto: i64,
+    after: Option<ReplayCursor>,
+) -> sea_orm::Select<dead_letter::Entity> {
+    use dead_letter::Column as C;
+    let pending = Filter {
+        state: Some("pending"),
+        ..filter.clone()
+    };
+    let mut q = pending.select().filter(C::DlqSequence.lte(upto));
+    if let Some(c) = after {
+        q = q.filter(
+            Condition::any()
+                .add(C::OriginalSequence.gt(c.original_sequence))
+                .add(
+                    Condition::all()
+                        .add(C::OriginalSequence.eq(c.original_sequence))
+                        .add(C::Id.gt(c.id)),
+                ),
+        );
+    }
+    q
+}
+
 /// Most dead letters one replay-all call takes on, and the default.
 const BATCH_MAX: u64 = 500;
 const BATCH_DEFAULT: u64 = 100;
-/// A replay-all call stops taking on dead letters after this long.
-const BATCH_TIME: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -448,9 +687,10 @@ pub struct ReplayBatch {
     pub stopped: Option<ErrorDetail>,
 }
 
-/// Replay the oldest pending dead letters (of one card, if given): at most
-/// `limit` and about 10 s worth per call; the answer says how many were
-/// replayed and how many remain, and `next_cursor` goes on.
+/// Replay pending dead letters (of one card, if given) in original stream
+/// order: at most `limit` and about 10 s worth per call; the answer says
+/// how many were replayed and how many remain, and `next_cursor` goes on.
+/// A pass covers the dead letters indexed when its first call began.
 #[utoipa::path(post, path = "/v1/admin/dead-letters/replay", tag = "dead-letters",
     request_body = ReplayAll,
     responses((status = 202, body = ReplayBatch)),
@@ -461,7 +701,7 @@ pub async fn replay_all(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<ReplayBatch>)> {
     let body = body.map_err(|e| json_rejection(JsonRejection::BytesRejection(e)))?;
-    let filter: ReplayAll = if body.iter().all(u8::is_ascii_whitespace) {
+    let wanted: ReplayAll = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayAll::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
@@ -474,154 +714,70 @@ pub async fn replay_all(
             }
         })?
     };
-    let limit = filter.limit.unwrap_or(BATCH_DEFAULT);
+    let limit = wanted.limit.unwrap_or(BATCH_DEFAULT);
     if !(1..=BATCH_MAX).contains(&limit) {
         return Err(ApiError::Unprocessable(format!(
             "limit must be between 1 and {BATCH_MAX}"
         )));
     }
-    let pass = match filter.cursor.as_deref() {
+    let pass = match wanted.cursor.as_deref() {
         Some(c) => Pass::decode(c)
             .ok_or_else(|| ApiError::BadRequest("cursor is not one this api issued".into()))?,
-        None => Pass::begin(&state).await?,
+        None => Pass {
+            upto: replay_bound(&state).await?,
+            after: None,
+        },
     };
-    // Pending, of the card, and indexed when the pass began: dead letters
-    // that replays produce meanwhile are left for the next pass, so a pass
-    // always ends.
-    let mut pending = dead_letter::Entity::find()
-        .filter(dead_letter::Column::State.eq("pending"))
-        .filter(dead_letter::Column::DlqSequence.lte(pass.upto));
-    if let Some(card) = filter.gift_card_id {
-        pending = pending.filter(dead_letter::Column::GiftCardId.eq(card));
-    }
-    let key = (dead_letter::Column::DeadLetteredAt, dead_letter::Column::Id);
-    let (rows, more) = crate::cursor::page(
-        &state.db,
-        pending.clone(),
-        key,
-        true,
-        pass.after.as_deref(),
+    let filter = Filter {
+        gift_card_id: wanted.gift_card_id,
+        ..Default::default()
+    };
+    let step = replay_batch(
+        &state,
+        &filter,
+        pass.upto,
+        pass.after,
         limit,
-        |r| (r.dead_lettered_at, r.id),
+        admin.user.as_str(),
     )
     .await?;
-    let (result, done, stopped) = replay_batch(&state, &rows, admin.user.as_str()).await?;
-    let after = match rows.get(..done).and_then(<[_]>::last) {
-        _ if done == rows.len() => more,
-        Some(last) => Some(crate::cursor::encode(last.dead_lettered_at, last.id)),
-        None => pass.after.clone(),
-    };
-    let (remaining, next_cursor) = match after {
-        Some(after) => (
-            crate::cursor::after(pending, key, true, Some(&after))?
-                .count(&state.db)
-                .await?,
-            Some(
-                Pass {
-                    upto: pass.upto,
-                    after: Some(after),
-                }
-                .encode(),
-            ),
-        ),
-        None => (0, None),
-    };
+    let next_cursor = (step.remaining > 0).then(|| {
+        Pass {
+            upto: pass.upto,
+            after: step.next,
+        }
+        .encode()
+    });
     Ok((
         StatusCode::ACCEPTED,
         Json(ReplayBatch {
-            result,
-            remaining,
+            result: step.result,
+            remaining: step.remaining,
             next_cursor,
-            stopped,
+            stopped: step.stopped,
         }),
     ))
 }
 
-/// Replays `rows` in order for about [`BATCH_TIME`]: what it did, how many
-/// of `rows` it took on, and why it stopped early if it did. An error on
-/// the first one is the answer (nothing was done).
-async fn replay_batch(
-    state: &AppState,
-    rows: &[dead_letter::Model],
-    by: &str,
-) -> ApiResult<(ReplayResult, usize, Option<ErrorDetail>)> {
-    let started = Instant::now();
-    let mut result = ReplayResult::default();
-    let mut done = 0;
-    for dl in rows {
-        if started.elapsed() > BATCH_TIME {
-            break;
-        }
-        match republish(state, dl, by).await {
-            Ok(()) => result.replayed += 1,
-            Err(ApiError::Conflict {
-                code: ConflictCode::DeadLetterNotAuthentic,
-                ..
-            }) => result.not_authentic += 1,
-            Err(ApiError::Conflict {
-                code: ConflictCode::DeadLetterExpired,
-                ..
-            }) => result.expired += 1,
-            Err(e) if done == 0 => return Err(e),
-            Err(e) => {
-                let (_, code) = e.status_and_code();
-                let stopped = ErrorDetail {
-                    code: code.to_owned(),
-                    message: e.to_string(),
-                };
-                return Ok((result, done, Some(stopped)));
-            }
-        }
-        done += 1;
-    }
-    Ok((result, done, None))
-}
-
-/// Where a replay-all pass is, carried in its opaque cursor: the dead
-/// letters indexed when it began (`dlq_sequence` up to `upto`), after
-/// `after` (a [`crate::cursor`] position).
+/// Where a replay-all pass is, carried in its opaque cursor.
 struct Pass {
     upto: i64,
-    after: Option<String>,
+    after: Option<ReplayCursor>,
 }
 
 impl Pass {
-    /// A pass over everything indexed now.
-    async fn begin(state: &AppState) -> ApiResult<Self> {
-        #[derive(FromQueryResult)]
-        struct Last {
-            upto: i64,
-        }
-        let last = Last::find_by_statement(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT COALESCE(max(dlq_sequence), 0) AS upto FROM dead_letters",
-        ))
-        .one(&state.db)
-        .await?;
-        Ok(Self {
-            upto: last.map_or(0, |l| l.upto),
-            after: None,
-        })
-    }
-
     fn encode(&self) -> String {
-        hex::encode(format!(
-            "{}|{}",
-            self.upto,
-            self.after.as_deref().unwrap_or("")
-        ))
+        let after = self.after.map(|c| c.encode()).unwrap_or_default();
+        hex::encode(format!("{}|{after}", self.upto))
     }
 
     fn decode(s: &str) -> Option<Self> {
         let raw = String::from_utf8(hex::decode(s).ok()?).ok()?;
         let (upto, after) = raw.split_once('|')?;
-        let after = (!after.is_empty()).then(|| after.to_owned());
-        if after
-            .as_deref()
-            .is_some_and(|a| crate::cursor::decode(a).is_none())
-        {
-            return None;
-        }
+        let after = match after {
+            "" => None,
+            a => Some(ReplayCursor::decode(a)?),
+        };
         Some(Self {
             upto: upto.parse().ok()?,
             after,
@@ -639,14 +795,21 @@ pub async fn discard(
     Admin(admin): Admin,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let dl = pending_dead_letter(&state, id).await?;
+    discard_one(&state, id, admin.user.as_str()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Discards one pending dead letter on behalf of `by` (recorded as the
+/// actor): its purchase, if any, becomes `failed` with `DISCARDED`.
+pub async fn discard_one(state: &AppState, id: Uuid, by: &str) -> ApiResult<()> {
+    let dl = pending_dead_letter(state, id).await?;
     let txn = sea_orm::TransactionTrait::begin(&state.db).await?;
     let claimed = txn
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE dead_letters SET state = 'discarded', resolved_at = now(), resolved_by = $2 \
              WHERE id = $1 AND state = 'pending'",
-            [id.into(), admin.user.as_str().into()],
+            [id.into(), by.into()],
         ))
         .await?
         .rows_affected();
@@ -660,7 +823,7 @@ pub async fn discard(
         &txn,
         id,
         "discarded",
-        admin.user.as_str(),
+        by,
         "purchase marked failed (DISCARDED)",
     )
     .await?;
@@ -676,6 +839,6 @@ pub async fn discard(
     }
     txn.commit().await?;
     metrics::counter!(crate::telemetry::DLQ_DISCARDED).increment(1);
-    tracing::info!(dead_letter = %id, by = admin.user.as_str(), "dead letter discarded");
-    Ok(StatusCode::NO_CONTENT)
+    tracing::info!(dead_letter = %id, by, "dead letter discarded");
+    Ok(())
 }

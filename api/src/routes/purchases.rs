@@ -459,12 +459,17 @@ pub async fn get_purchase(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<PurchaseView>> {
     let visible = |owner: &str| caller.admin || owner == caller.user.as_str();
+    match find(&state, id).await? {
+        Some(view) if visible(&view.user_id) => Ok(Json(view)),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+/// A purchase, whoever bought it: as stored by the worker, else as
+/// accepted and still queued (the acceptance bucket), else None.
+pub async fn find(state: &AppState, id: Uuid) -> ApiResult<Option<PurchaseView>> {
     if let Some((view, _)) = load(&state.db, id).await? {
-        return if visible(&view.user_id) {
-            Ok(Json(view))
-        } else {
-            Err(ApiError::not_found())
-        };
+        return Ok(Some(view));
     }
     let entry = state
         .topology
@@ -472,10 +477,9 @@ pub async fn get_purchase(
         .get(id.to_string())
         .await
         .map_err(|_| ApiError::Unavailable("the queue is unavailable; retry shortly".into()))?;
-    match entry.and_then(|b| serde_json::from_slice::<AcceptedPurchase>(&b).ok()) {
-        Some(a) if visible(&a.user_id) => Ok(Json(pending_view(&a))),
-        _ => Err(ApiError::not_found()),
-    }
+    Ok(entry
+        .and_then(|b| serde_json::from_slice::<AcceptedPurchase>(&b).ok())
+        .map(|a| pending_view(&a)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

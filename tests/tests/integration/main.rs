@@ -3,6 +3,8 @@
 mod abuse;
 mod admin;
 mod cli;
+mod console;
+mod console_browser;
 mod conventions;
 mod dead_letters;
 mod faults;

@@ -12,9 +12,15 @@
 #   ./scripts/test.sh --no-fail-fast      extra arguments go to `cargo test`
 #   ./scripts/test.sh -- some_test_name   arguments after `--` go to the
 #                                         test binaries
+#   ./scripts/test.sh --nemesis-minutes 30 [--seed 7]
+#                                         only the nemesis, for that long,
+#                                         with that seed (default: a random
+#                                         one, printed); its report at the end
 #
 # Environment: GIFTCARD_TEST_THREADS (default 2), GIFTCARD_PG_BIN (where
-# initdb/pg_ctl/postgres live, found automatically otherwise).
+# initdb/pg_ctl/postgres live, found automatically otherwise),
+# GIFTCARD_NEMESIS_SECONDS and GIFTCARD_NEMESIS_SEED (what the nemesis flags
+# set; unset, the nemesis runs its fixed CI seeds for 90 s each).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -25,9 +31,21 @@ lint=0
 [[ -n "${CI:-}" ]] && lint=1
 cargo_args=()
 harness_args=()
+nemesis_minutes=""
+nemesis_seed=""
 while (($#)); do
   case "$1" in
     --lint) lint=1 ;;
+    --nemesis-minutes)
+      [[ "${2:-}" =~ ^[0-9]+$ ]] || die "--nemesis-minutes needs a whole number of minutes, e.g. --nemesis-minutes 30"
+      nemesis_minutes=$2
+      shift
+      ;;
+    --seed)
+      [[ "${2:-}" =~ ^[0-9]+$ ]] || die "--seed needs a whole number, e.g. --seed 7"
+      nemesis_seed=$2
+      shift
+      ;;
     -h | --help)
       sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
       exit 0
@@ -95,6 +113,15 @@ if ((lint)); then
   info "./scripts/check-deploy.sh"
   "$GIFTCARD_REPO/scripts/check-deploy.sh" ||
     die "the deployment files are invalid (above): fix them, then re-run ./scripts/check-deploy.sh"
+fi
+
+if [[ -n "$nemesis_minutes" || -n "$nemesis_seed" ]]; then
+  export GIFTCARD_NEMESIS_SECONDS=$((${nemesis_minutes:-10} * 60))
+  export GIFTCARD_NEMESIS_SEED="${nemesis_seed:-$((RANDOM * 32768 + RANDOM))}"
+  info "nemesis only: seed $GIFTCARD_NEMESIS_SEED for ${GIFTCARD_NEMESIS_SECONDS}s (progress below; the report comes at the end)"
+  cargo test -p giftcard-tests --locked --test nemesis "${cargo_args[@]}" -- --nocapture "${harness_args[@]}" ||
+    die "the nemesis found anomalies or failed (report above); re-run it with --seed $GIFTCARD_NEMESIS_SEED"
+  exit 0
 fi
 
 threads="${GIFTCARD_TEST_THREADS:-2}"

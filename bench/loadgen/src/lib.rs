@@ -1,4 +1,5 @@
-//! Load generator for the gift-card purchase HTTP contract (`/work/shared/API.md`).
+//! Load generator for the gift-card purchase HTTP contract (v1, served by the api at
+//! `GET /openapi.json`).
 //!
 //! It speaks only the public contract, so it can drive the real api (which may
 //! answer `202` and is then followed by polling `GET /v1/purchases/{id}`) and

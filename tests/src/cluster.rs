@@ -4,12 +4,14 @@
 //! Each node is a real `nats-server` under a guardian
 //! ([`crate::servers::Guarded`]), with its own store and a configuration
 //! file written next to it; a restarted node keeps its ports, name and
-//! store, so it rejoins as the same peer.
+//! store, so it rejoins as the same peer. The nodes share one
+//! [`NatsUsers`]: the same accounts, users and shipped permissions as a
+//! single test server, so each service connects with its own identity.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::servers::{free_port, nats_server_binary, Guarded};
+use crate::servers::{free_port, nats_server_binary, Guarded, NatsUsers, Role};
 
 /// One node's fixed identity.
 struct Node {
@@ -23,14 +25,16 @@ struct Node {
 /// Three JetStream nodes forming one cluster.
 pub struct NatsCluster {
     pub dir: tempfile::TempDir,
+    pub users: NatsUsers,
     nodes: Vec<Node>,
 }
 
 impl NatsCluster {
     pub const SIZE: usize = 3;
 
-    /// Starts the cluster and waits until JetStream has a meta leader.
-    pub async fn start() -> Self {
+    /// Starts the cluster with `users` and waits until JetStream has a
+    /// meta leader.
+    pub async fn start(users: NatsUsers) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("giftcard-nats-cluster")
             .tempdir()
@@ -42,6 +46,7 @@ impl NatsCluster {
             .iter()
             .map(|(_, route)| format!("\"nats-route://127.0.0.1:{route}\""))
             .collect();
+        let accounts = users.install(dir.path());
         let nodes = ports
             .iter()
             .enumerate()
@@ -50,7 +55,7 @@ impl NatsCluster {
                 let config = dir.path().join(format!("{name}.conf"));
                 std::fs::write(
                     &config,
-                    node_config(&name, client_port, route_port, &routes, dir.path()),
+                    node_config(&name, client_port, route_port, &routes, dir.path()) + &accounts,
                 )
                 .expect("write node config");
                 Node {
@@ -62,7 +67,7 @@ impl NatsCluster {
                 }
             })
             .collect();
-        let mut cluster = Self { dir, nodes };
+        let mut cluster = Self { dir, users, nodes };
         for i in 0..Self::SIZE {
             cluster.restart(i);
         }
@@ -77,6 +82,11 @@ impl NatsCluster {
             .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Connects to the cluster as `role`.
+    pub async fn connect(&self, role: Role) -> async_nats::Client {
+        self.users.connect(&self.urls(), role).await
     }
 
     /// The node named `name` (`n0`…), as an index.
@@ -124,7 +134,12 @@ impl NatsCluster {
     pub async fn wait_for_jetstream(&self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(client) = async_nats::connect(self.urls()).await {
+            let settings = self.users.settings(&self.urls(), Role::Test);
+            let identity = giftcard_shared::nats::Identity {
+                name: Role::Test.user(),
+                inbox_prefix: "_INBOX",
+            };
+            if let Ok(client) = giftcard_shared::nats::connect(&settings, identity).await {
                 let js = async_nats::jetstream::new(client);
                 if js.query_account().await.is_ok() {
                     return;

@@ -360,7 +360,7 @@ async fn a_batch_transaction_left_idle_loses_its_locks_after_the_statement_timeo
     app.credit("eli", "10.00").await;
     let fence = owner(&app.db, 0, 1).await;
     let pool =
-        giftcard_shared::db::connect_for_batches(&app.common(), Duration::from_millis(1000))
+        giftcard_shared::db::connect_for_batches(&app.common(giftcard_tests::Role::Worker), Duration::from_millis(1000))
             .await
             .unwrap();
     let cursors = Cursors::default();

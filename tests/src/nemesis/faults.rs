@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use super::history::{FaultKind, History};
 use crate::cluster::NatsCluster;
 use crate::processes::ServiceProcess;
-use crate::servers::PgCluster;
+use crate::servers::{PgCluster, Role};
 
 /// Everything the nemesis can hurt.
 pub struct Deployment {
@@ -74,10 +74,7 @@ pub async fn run(dep: Shared, history: History, plan: Plan) {
         let crash = rng.random_range(0..2) == 0;
         heals.spawn(postgres_outage(dep.clone(), history.clone(), at, length, crash));
     }
-    let js = {
-        let urls = dep.lock().await.cluster.urls();
-        async_nats::connect(urls).await.map(async_nats::jetstream::new).ok()
-    };
+    let js = async_nats::jetstream::new(dep.lock().await.cluster.connect(Role::Test).await);
     while history.now() < plan.until {
         tokio::time::sleep(Duration::from_millis(rng.random_range(2000..6000))).await;
         let roll = rng.random_range(0..100u32);
@@ -119,8 +116,12 @@ pub async fn run(dep: Shared, history: History, plan: Plan) {
                 if !all_up {
                     continue;
                 }
-                let leader = match (&js, roll % 2) {
-                    (Some(js), 0) => d.cluster.stream_leader(js, giftcard_shared::contract::PURCHASES_STREAM).await,
+                let leader = match roll % 2 {
+                    0 => {
+                        d.cluster
+                            .stream_leader(&js, giftcard_shared::contract::PURCHASES_STREAM)
+                            .await
+                    }
                     _ => None,
                 };
                 let (node, kind) = match leader {
@@ -239,6 +240,7 @@ pub async fn heal_all(dep: &Shared) {
             d.cluster.restart(n);
         }
     }
+    let d = &mut *d;
     for p in d.workers.iter_mut().chain(d.apis.iter_mut()) {
         p.signal("CONT");
         if !p.alive() {

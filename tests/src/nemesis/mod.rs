@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::cluster::NatsCluster;
 use crate::processes::ServiceProcess;
-use crate::{Options, TestApp};
+use crate::{Options, Role, TestApp};
 use checker::Anomaly;
 use clients::World;
 use faults::{Deployment, Plan};
@@ -102,13 +102,17 @@ pub async fn run(cfg: Config) -> Report {
     })
     .await;
     let pg = app.pg.take().expect("own PostgreSQL");
-    let cluster = NatsCluster::start().await;
-    provision(&cluster).await;
-    let env = [
-        ("NATS_URL", cluster.urls()),
-        ("GIFTCARD_STREAM_REPLICAS", "3".to_owned()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cluster = NatsCluster::start(app.nats.users.clone()).await;
+    let mut topology = app.topology_options();
+    topology.replicas = 3;
+    // Short, so that keys are reused after it within the run.
+    topology.duplicate_window = Duration::from_secs(2);
+    let js = async_nats::jetstream::new(cluster.connect(Role::Provisioner).await);
+    giftcard_shared::topology::provision(&js, &topology)
+        .await
+        .expect("provision the cluster");
+    let urls = cluster.urls();
+    let env = [("NATS_URL", urls.as_str())];
     let apis: Vec<ServiceProcess> = (0..2)
         .map(|i| ServiceProcess::spawn_api(&cfg.api_binary, &app, &format!("napi{i}"), &env))
         .collect();
@@ -202,18 +206,6 @@ async fn progress(history: History, duration: Duration) {
             if active.is_empty() { "none".into() } else { active.join(", ") }
         );
     }
-}
-
-/// Creates the topology on the cluster: R3, and a short duplicate window
-/// so that keys are reused after it within the run.
-async fn provision(cluster: &NatsCluster) {
-    let client = async_nats::connect(cluster.urls()).await.expect("cluster");
-    let js = async_nats::jetstream::new(client);
-    let mut opts = giftcard_shared::topology::TopologyOptions::new(PARTITIONS, 3);
-    opts.duplicate_window = Duration::from_secs(2);
-    giftcard_shared::topology::ensure(&js, &opts)
-        .await
-        .expect("create the topology on the cluster");
 }
 
 /// Waits until the workers together own every partition.

@@ -578,3 +578,175 @@ pub fn excerpt(a: &Anomaly, ops: &[Op], faults: &[super::history::Fault], max: u
     lines.sort_by_key(|(t, _)| *t);
     lines.into_iter().map(|(_, l)| l).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The checker must see what it looks for: each check against a small
+    //! history and database with exactly that fault.
+
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn card(n: u128) -> Uuid {
+        Uuid::from_u128(0xca_0000 + n)
+    }
+
+    fn world() -> World {
+        giftcard_shared::tls::install_crypto_provider();
+        World::new(
+            vec!["http://api".into()],
+            reqwest::Client::new(),
+            vec!["ann".into()],
+            HashMap::from([("ann".to_owned(), "token".to_owned())]),
+            "admin".into(),
+            vec![card(1)],
+            vec![card(2)],
+            HashMap::from([(card(1), "1.00".to_owned()), (card(2), "1.00".to_owned())]),
+            HashMap::new(),
+            7,
+        )
+    }
+
+    /// `ann` bought `quantity` of card 1 with key `key`, answered `status`.
+    fn buy(key: &str, quantity: u8, status: u16, body: Value) -> Op {
+        Op {
+            client: 0,
+            kind: OpKind::BuySync,
+            invoked: Duration::from_secs(1),
+            completed: Duration::from_secs(2),
+            user: "ann".into(),
+            card: Some(card(1)),
+            key: Some(key.into()),
+            quantity,
+            purchase: Some(purchase_id("ann", key)),
+            amount: None,
+            api: 0,
+            status,
+            body,
+        }
+    }
+
+    fn succeeded(key: &str, sequence: i64, codes: &[&str]) -> (Row, Value) {
+        let id = purchase_id("ann", key);
+        let row = Row {
+            id,
+            user: "ann".into(),
+            card: card(1),
+            quantity: codes.len() as i16,
+            status: "succeeded".into(),
+            error: None,
+            unit_price: Some(Decimal::ONE),
+            total: Some(Decimal::from(codes.len())),
+            sequence,
+            completed_at: Some(chrono::Utc::now()),
+            key: Some(key.into()),
+        };
+        let body = json!({
+            "id": id, "gift_card_id": card(1), "quantity": codes.len(), "status": "succeeded",
+            "total": format!("{}.00", codes.len()), "activation_codes": codes, "error": null,
+        });
+        (row, body)
+    }
+
+    /// A database holding `rows`, their codes and debits, and credits of 10.
+    fn db(rows: &[(Row, Vec<&str>)]) -> Db {
+        let mut db = Db {
+            purchases: HashMap::new(),
+            codes: HashMap::new(),
+            codes_of: HashMap::new(),
+            debits: HashMap::new(),
+            credits: HashMap::from([("seed".to_owned(), ("ann".to_owned(), Decimal::TEN))]),
+            balances: HashMap::new(),
+            dead_letters: Vec::new(),
+        };
+        let mut balance = Decimal::TEN;
+        for (row, codes) in rows {
+            for c in codes {
+                db.codes.insert((row.card, (*c).to_owned()), (row.id, false));
+                db.codes_of.entry(row.id).or_default().push((*c).to_owned());
+            }
+            if row.status == "succeeded" {
+                let total = row.total.unwrap_or_default();
+                db.debits.insert(row.id, vec![-total]);
+                balance -= total;
+            }
+            db.purchases.insert(row.id, row.clone());
+        }
+        db.balances.insert("ann".into(), balance);
+        db
+    }
+
+    fn run_all(db: &Db, ops: &[Op]) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        acknowledged_purchases_are_terminal(db, ops, &HashMap::new(), &mut found);
+        answers_tell_the_stored_story(db, ops, &mut found);
+        codes_are_sold_once_and_match(db, ops, &mut found);
+        purchases_agree_with_ledger_and_codes(db, &mut found);
+        balances_are_credits_minus_charges(db, ops, &mut found);
+        per_card_order_holds(db, &world(), &mut found);
+        prices_were_set(db, &world(), ops, &mut found);
+        every_purchase_was_requested(db, ops, &mut found);
+        found.iter().map(|a| a.what).collect()
+    }
+
+    #[test]
+    fn a_consistent_history_has_no_anomaly() {
+        let (a, body_a) = succeeded("k1", 1, &["A1"]);
+        let (b, body_b) = succeeded("k2", 2, &["A2", "A3"]);
+        let db = db(&[(a, vec!["A1"]), (b, vec!["A2", "A3"])]);
+        let ops = [buy("k1", 1, 201, body_a), buy("k2", 2, 201, body_b)];
+        assert_eq!(run_all(&db, &ops), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn an_acknowledged_purchase_missing_from_the_database_is_lost() {
+        let db = db(&[]);
+        let ops = [buy("k1", 1, 202, json!({"status": "pending"}))];
+        assert_eq!(run_all(&db, &ops), vec!["lost"]);
+    }
+
+    #[test]
+    fn a_code_answered_to_two_purchases_is_sold_twice() {
+        let (a, body_a) = succeeded("k1", 1, &["A1"]);
+        let (b, mut body_b) = succeeded("k2", 2, &["A2"]);
+        body_b["activation_codes"] = json!(["A1"]);
+        let db = db(&[(a, vec!["A1"]), (b, vec!["A2"])]);
+        let found = run_all(&db, &[buy("k1", 1, 201, body_a), buy("k2", 1, 201, body_b)]);
+        assert!(found.contains(&"code sold twice"), "{found:?}");
+        assert!(found.contains(&"wrong story"), "{found:?}");
+    }
+
+    #[test]
+    fn a_charge_missing_from_the_balance_is_an_anomaly() {
+        let (a, body) = succeeded("k1", 1, &["A1"]);
+        let mut db = db(&[(a, vec!["A1"])]);
+        db.balances.insert("ann".into(), Decimal::TEN);
+        assert_eq!(run_all(&db, &[buy("k1", 1, 201, body)]), vec!["balance"]);
+    }
+
+    #[test]
+    fn a_winner_after_an_out_of_stock_failure_on_a_stable_card_is_an_anomaly() {
+        let (mut lost, _) = succeeded("k1", 1, &[]);
+        lost.status = "failed".into();
+        lost.error = Some("ACTIVATION_CODES_NOT_AVAILABLE".into());
+        lost.quantity = 1;
+        lost.total = Some(Decimal::ONE);
+        let (won, body) = succeeded("k2", 2, &["A9"]);
+        let db = db(&[(lost, vec![]), (won, vec!["A9"])]);
+        let ops = [
+            buy("k1", 1, 409, json!({"status": "failed"})),
+            buy("k2", 1, 201, body),
+        ];
+        assert!(run_all(&db, &ops).contains(&"per-card winners"));
+    }
+
+    #[test]
+    fn a_purchase_nobody_asked_for_is_a_phantom() {
+        let (a, _) = succeeded("never-sent", 1, &["A1"]);
+        let db = db(&[(a, vec!["A1"])]);
+        assert_eq!(run_all(&db, &[]), vec!["phantom purchase"]);
+    }
+}

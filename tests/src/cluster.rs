@@ -116,13 +116,22 @@ impl NatsCluster {
         let node = &mut self.nodes[i];
         node.process = None;
         let args = vec!["-c".to_owned(), node.config.to_string_lossy().into_owned()];
-        node.process = Some(Guarded::spawn(&nats_server_binary(), &args, None, &node.log));
+        node.process = Some(Guarded::spawn(
+            &nats_server_binary(),
+            &args,
+            None,
+            &node.log,
+        ));
         wait_for_port(node.client_port, &node.log);
     }
 
     /// The JetStream leader of `stream`, as a node index (None while there
     /// is none or the cluster cannot say).
-    pub async fn stream_leader(&self, js: &async_nats::jetstream::Context, stream: &str) -> Option<usize> {
+    pub async fn stream_leader(
+        &self,
+        js: &async_nats::jetstream::Context,
+        stream: &str,
+    ) -> Option<usize> {
         let mut s = js.get_stream(stream).await.ok()?;
         let info = s.info().await.ok()?;
         let leader = info.cluster.as_ref()?.leader.clone()?;

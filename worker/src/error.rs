@@ -117,12 +117,14 @@ mod tests {
             db("40P01"),
             BatchError::Conflict(Conflict::Serialization)
         ));
-        assert!(matches!(db("23505"), BatchError::Conflict(Conflict::Duplicate)));
-        for outage in ["08006", "57014", "57P01", "53300", "25006", "42P01", "XX000"] {
-            assert!(
-                matches!(db(outage), BatchError::Unavailable(_)),
-                "{outage}"
-            );
+        assert!(matches!(
+            db("23505"),
+            BatchError::Conflict(Conflict::Duplicate)
+        ));
+        for outage in [
+            "08006", "57014", "57P01", "53300", "25006", "42P01", "XX000",
+        ] {
+            assert!(matches!(db(outage), BatchError::Unavailable(_)), "{outage}");
         }
         for data in ["22003", "23514", "23502", "P0001"] {
             assert!(matches!(db(data), BatchError::Statement(_)), "{data}");
@@ -139,6 +141,9 @@ mod tests {
         let io = DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(sqlx::Error::Io(
             std::io::Error::from(std::io::ErrorKind::ConnectionReset),
         ))));
-        assert!(matches!(BatchError::from_db(io), BatchError::Unavailable(_)));
+        assert!(matches!(
+            BatchError::from_db(io),
+            BatchError::Unavailable(_)
+        ));
     }
 }

@@ -311,7 +311,10 @@ async fn handle(
                     text: reason,
                     attempts: p.delivered as u32,
                 };
-                if dead_letter_and_ack(ctx, &p, None, &reason, stop).await.is_err() {
+                if dead_letter_and_ack(ctx, &p, None, &reason, stop)
+                    .await
+                    .is_err()
+                {
                     // Shutting down: hand everything not yet settled back.
                     nak_all(&good).await;
                     for rest in pulled {

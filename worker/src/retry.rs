@@ -62,7 +62,13 @@ const FREE_CONFLICTS: u32 = 10;
 impl Policy {
     /// The step after `error` for a batch of `messages` messages; `jitter`
     /// is a random number in [0, 1).
-    pub fn next(&self, error: &BatchError, messages: usize, tries: &mut Tries, jitter: f64) -> Step {
+    pub fn next(
+        &self,
+        error: &BatchError,
+        messages: usize,
+        tries: &mut Tries,
+        jitter: f64,
+    ) -> Step {
         match error {
             BatchError::Fenced { .. } => Step::GiveUp,
             BatchError::Conflict(_) => {

@@ -45,10 +45,7 @@ fn item(user: &str, card: Uuid, quantity: u8, key: &str, sequence: u64, partitio
 async fn owner(db: &DatabaseConnection, partition: u16, revision: i64) -> Fence {
     let fence = Fence {
         partition,
-        token: FenceToken {
-            epoch: 1,
-            revision,
-        },
+        token: FenceToken { epoch: 1, revision },
         owner: format!("owner-{revision}"),
     };
     batch::claim(db, &fence).await.expect("claim");
@@ -359,10 +356,12 @@ async fn a_batch_transaction_left_idle_loses_its_locks_after_the_statement_timeo
     let card = app.card_with_stock("1.00", 5).await;
     app.credit("eli", "10.00").await;
     let fence = owner(&app.db, 0, 1).await;
-    let pool =
-        giftcard_shared::db::connect_for_batches(&app.common(giftcard_tests::Role::Worker), Duration::from_millis(1000))
-            .await
-            .unwrap();
+    let pool = giftcard_shared::db::connect_for_batches(
+        &app.common(giftcard_tests::Role::Worker),
+        Duration::from_millis(1000),
+    )
+    .await
+    .unwrap();
     let cursors = Cursors::default();
     let one = item("eli", card, 1, "k-idle", 1, 0);
     let x = pool.begin().await.unwrap();

@@ -7,10 +7,10 @@
 //! locks the wallets it debits: the hammering waits its turn, nothing is
 //! redone, nothing is dead-lettered.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use giftcard_tests::{invariants, Options, TestApp};
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 #[tokio::test]
 async fn a_wallet_hammered_by_other_writers_never_dead_letters_its_owners_purchases() {
@@ -46,7 +46,13 @@ async fn a_wallet_hammered_by_other_writers_never_dead_letters_its_owners_purcha
     for i in 0..120 {
         let card = cards[i % 2];
         let (s, _, b) = app
-            .buy("hal", card, 1, Some(&format!("hammered-{i}")), "respond-async")
+            .buy(
+                "hal",
+                card,
+                1,
+                Some(&format!("hammered-{i}")),
+                "respond-async",
+            )
             .await;
         assert_eq!(s.as_u16(), 202, "{b}");
         ids.push(b["id"].as_str().expect("id").to_owned());
@@ -61,7 +67,10 @@ async fn a_wallet_hammered_by_other_writers_never_dead_letters_its_owners_purcha
     }
     let cents = cents.load(Ordering::Relaxed);
     eprintln!("{cents} concurrent wallet updates during 120 purchases");
-    assert!(cents > 100, "the wallet was hardly touched: {cents} updates");
+    assert!(
+        cents > 100,
+        "the wallet was hardly touched: {cents} updates"
+    );
 
     let dead = app
         .db

@@ -71,7 +71,10 @@ async fn a_90_second_postgres_outage_delays_purchases_and_dead_letters_none() {
     }
     let (_, body) = worker.readiness(&app.http).await;
     assert_eq!(body["database"], "down", "{body}");
-    assert!(body["waiting_partitions"].as_u64().unwrap_or(0) >= 1, "{body}");
+    assert!(
+        body["waiting_partitions"].as_u64().unwrap_or(0) >= 1,
+        "{body}"
+    );
     tokio::time::sleep(OUTAGE.saturating_sub(down.elapsed())).await;
     let dead = worker
         .metric(&app.http, "giftcard_worker_dead_lettered_total")
@@ -109,7 +112,11 @@ async fn a_90_second_postgres_outage_delays_purchases_and_dead_letters_none() {
     // Nothing dead-lettered, nothing for an operator to do.
     assert_eq!(count(&app, "SELECT count(*) FROM dead_letters").await, 0);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM purchases WHERE status = 'dead_lettered'").await,
+        count(
+            &app,
+            "SELECT count(*) FROM purchases WHERE status = 'dead_lettered'"
+        )
+        .await,
         0
     );
     assert_eq!(

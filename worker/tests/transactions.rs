@@ -28,7 +28,8 @@ async fn every_batch_read_and_write_runs_between_begin_and_commit_on_its_connect
         app.db.execute_unprepared(setting).await.unwrap();
     }
     let url = app.db_url.replacen("postgres@", "logged_worker@", 1);
-    let worker = WorkerProcess::spawn_worker(WORKER.as_ref(), &app, "logged", &[("DATABASE_URL", &url)]);
+    let worker =
+        WorkerProcess::spawn_worker(WORKER.as_ref(), &app, "logged", &[("DATABASE_URL", &url)]);
     worker.wait_ready(&app.http).await;
     wait_balanced(&app, &["logged"], Duration::from_secs(15)).await;
 
@@ -43,7 +44,13 @@ async fn every_batch_read_and_write_runs_between_begin_and_commit_on_its_connect
     for i in 0..30 {
         let user = ["tia", "tom", "ted"][i % 3];
         let (_, _, b) = app
-            .buy(user, cards[i % 2], 1, Some(&format!("tx-{i}")), "respond-async")
+            .buy(
+                user,
+                cards[i % 2],
+                1,
+                Some(&format!("tx-{i}")),
+                "respond-async",
+            )
             .await;
         ids.push((user, b["id"].as_str().expect("id").to_owned()));
     }
@@ -89,7 +96,13 @@ async fn every_batch_read_and_write_runs_between_begin_and_commit_on_its_connect
         }
     }
     eprintln!("{reads} batch reads, {writes} writes, {commits} committed writes");
-    assert!(writes > 0, "the log shows no batch write: is log_statement on?");
-    assert_eq!(commits, writes, "every batch write is followed by its COMMIT");
+    assert!(
+        writes > 0,
+        "the log shows no batch write: is log_statement on?"
+    );
+    assert_eq!(
+        commits, writes,
+        "every batch write is followed by its COMMIT"
+    );
     assert!(reads >= writes);
 }

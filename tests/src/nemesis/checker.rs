@@ -115,10 +115,14 @@ async fn load(db: &DatabaseConnection) -> Db {
     )
     .await
     {
-        let (card, code, purchase): (Uuid, String, Uuid) =
-            (get(&r, "gift_card_id"), get(&r, "code"), get(&r, "purchase_id"));
+        let (card, code, purchase): (Uuid, String, Uuid) = (
+            get(&r, "gift_card_id"),
+            get(&r, "code"),
+            get(&r, "purchase_id"),
+        );
         out.codes_of.entry(purchase).or_default().push(code.clone());
-        out.codes.insert((card, code), (purchase, get(&r, "withdrawn")));
+        out.codes
+            .insert((card, code), (purchase, get(&r, "withdrawn")));
     }
     for r in rows(
         db,
@@ -214,7 +218,9 @@ fn acknowledged_purchases_are_terminal(
                 "lost",
                 format!(
                     "acknowledged purchase {id} is not stored (last read: {})",
-                    finals.get(&id).map_or("none".into(), |v| v["status"].to_string())
+                    finals
+                        .get(&id)
+                        .map_or("none".into(), |v| v["status"].to_string())
                 ),
                 vec![id.to_string()],
             ),
@@ -238,7 +244,10 @@ fn bodies(ops: &[Op]) -> HashMap<(String, String), HashSet<(Uuid, u8)>> {
 /// What each answer said agrees with what is stored.
 fn answers_tell_the_stored_story(db: &Db, ops: &[Op], found: &mut Vec<Anomaly>) {
     let sent_bodies = bodies(ops);
-    for o in ops.iter().filter(|o| o.kind.is_purchase() || o.kind == OpKind::Poll) {
+    for o in ops
+        .iter()
+        .filter(|o| o.kind.is_purchase() || o.kind == OpKind::Poll)
+    {
         let Some(id) = o.purchase else { continue };
         let about = vec![id.to_string()];
         let row = db.purchases.get(&id);
@@ -251,14 +260,22 @@ fn answers_tell_the_stored_story(db: &Db, ops: &[Op], found: &mut Vec<Anomaly>) 
         let said = body["status"].as_str().unwrap_or("");
         let mismatch = |what: String| Anomaly {
             what: "wrong story",
-            detail: format!("{:?} answered {} for purchase {id}: {what}", o.kind, o.status),
+            detail: format!(
+                "{:?} answered {} for purchase {id}: {what}",
+                o.kind, o.status
+            ),
             about: about.clone(),
         };
-        if o.kind.is_purchase() && o.status == 422 && body["error"]["code"] == "IDEMPOTENCY_KEY_REUSED" {
+        if o.kind.is_purchase()
+            && o.status == 422
+            && body["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+        {
             if let Some(r) = row {
                 let same = o.card == Some(r.card) && i16::from(o.quantity) == r.quantity;
                 if same && !contested {
-                    found.push(mismatch("refused as a reused key, yet stored with this very body".into()));
+                    found.push(mismatch(
+                        "refused as a reused key, yet stored with this very body".into(),
+                    ));
                 }
             }
             continue;
@@ -268,7 +285,9 @@ fn answers_tell_the_stored_story(db: &Db, ops: &[Op], found: &mut Vec<Anomaly>) 
         }
         if o.kind.is_purchase() && o.status != 202 {
             // A terminal answer is for this request's own body.
-            let answered_card = body["gift_card_id"].as_str().and_then(|s| s.parse::<Uuid>().ok());
+            let answered_card = body["gift_card_id"]
+                .as_str()
+                .and_then(|s| s.parse::<Uuid>().ok());
             if answered_card != o.card || body["quantity"].as_u64() != Some(u64::from(o.quantity)) {
                 found.push(mismatch("the answer describes another request".into()));
             }
@@ -292,16 +311,27 @@ fn answers_tell_the_stored_story(db: &Db, ops: &[Op], found: &mut Vec<Anomaly>) 
         }
         let error = body["error"]["code"].as_str().map(str::to_owned);
         if error != r.error {
-            found.push(mismatch(format!("said error {error:?}, stored {:?}", r.error)));
+            found.push(mismatch(format!(
+                "said error {error:?}, stored {:?}",
+                r.error
+            )));
         }
         let total = dec(body["total"].as_str().map(str::to_owned));
         if total != r.total {
-            found.push(mismatch(format!("said total {total:?}, stored {:?}", r.total)));
+            found.push(mismatch(format!(
+                "said total {total:?}, stored {:?}",
+                r.total
+            )));
         }
         if said == "succeeded" {
             let mut codes: Vec<String> = body["activation_codes"]
                 .as_array()
-                .map(|c| c.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .map(|c| {
+                    c.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default();
             codes.sort();
             let stored = db.codes_of.get(&id).cloned().unwrap_or_default();
@@ -319,7 +349,10 @@ fn codes_are_sold_once_and_match(db: &Db, ops: &[Op], found: &mut Vec<Anomaly>) 
         let (Some(id), Some(codes)) = (o.purchase, o.body["activation_codes"].as_array()) else {
             continue;
         };
-        let Some(card) = o.body["gift_card_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()) else {
+        let Some(card) = o.body["gift_card_id"]
+            .as_str()
+            .and_then(|s| s.parse::<Uuid>().ok())
+        else {
             continue;
         };
         for code in codes.iter().filter_map(Value::as_str) {
@@ -382,14 +415,27 @@ fn purchases_agree_with_ledger_and_codes(db: &Db, found: &mut Vec<Anomaly>) {
                 .then(|| format!("{} holds {codes} codes and debits {debits:?}", r.status))
         };
         if let Some(detail) = wrong {
-            anomaly(found, "purchase disagrees with its codes or ledger", format!("{}: {detail}", r.id), about);
+            anomaly(
+                found,
+                "purchase disagrees with its codes or ledger",
+                format!("{}: {detail}", r.id),
+                about,
+            );
         }
-        for (code, (card, _)) in db.codes.iter().filter(|(_, (p, _))| *p == r.id).map(|(k, v)| (&k.1, (&k.0, v))) {
+        for (code, (card, _)) in db
+            .codes
+            .iter()
+            .filter(|(_, (p, _))| *p == r.id)
+            .map(|(k, v)| (&k.1, (&k.0, v)))
+        {
             if *card != r.card {
                 anomaly(
                     found,
                     "purchase disagrees with its codes or ledger",
-                    format!("{} of card {} holds code {code} of card {card}", r.id, r.card),
+                    format!(
+                        "{} of card {} holds code {code} of card {card}",
+                        r.id, r.card
+                    ),
                     vec![r.id.to_string(), code.clone()],
                 );
             }
@@ -423,7 +469,10 @@ fn balances_are_credits_minus_charges(db: &Db, ops: &[Op], found: &mut Vec<Anoma
         .filter(|o| o.kind == OpKind::Credit)
         .filter_map(|o| o.key.as_deref())
         .collect();
-    for o in ops.iter().filter(|o| o.kind == OpKind::Credit && o.status == 200) {
+    for o in ops
+        .iter()
+        .filter(|o| o.kind == OpKind::Credit && o.status == 200)
+    {
         let reference = o.key.clone().unwrap_or_default();
         let booked = db.credits.get(&reference);
         let amount = dec(o.amount.clone()).unwrap_or_default();
@@ -431,14 +480,22 @@ fn balances_are_credits_minus_charges(db: &Db, ops: &[Op], found: &mut Vec<Anoma
             anomaly(
                 found,
                 "credit",
-                format!("credit {reference} of {amount} to {} acknowledged, booked {booked:?}", o.user),
+                format!(
+                    "credit {reference} of {amount} to {} acknowledged, booked {booked:?}",
+                    o.user
+                ),
                 vec![reference.clone(), o.user.clone()],
             );
         }
     }
     for reference in db.credits.keys() {
         if reference.starts_with("cr") && !sent.contains(reference.as_str()) {
-            anomaly(found, "credit", format!("credit {reference} booked, never sent"), vec![reference.clone()]);
+            anomaly(
+                found,
+                "credit",
+                format!("credit {reference} booked, never sent"),
+                vec![reference.clone()],
+            );
         }
     }
 }
@@ -448,7 +505,11 @@ fn balances_are_credits_minus_charges(db: &Db, ops: &[Op], found: &mut Vec<Anoma
 /// as many codes.
 fn per_card_order_holds(db: &Db, world: &World, found: &mut Vec<Anomaly>) {
     let mut by_card: BTreeMap<Uuid, Vec<&Row>> = BTreeMap::new();
-    for r in db.purchases.values().filter(|r| r.status != "dead_lettered") {
+    for r in db
+        .purchases
+        .values()
+        .filter(|r| r.status != "dead_lettered")
+    {
         by_card.entry(r.card).or_default().push(r);
     }
     for (card, mut rows) in by_card {
@@ -473,7 +534,9 @@ fn per_card_order_holds(db: &Db, world: &World, found: &mut Vec<Anomaly>) {
         }
         let mut smallest_out: Option<&Row> = None;
         for r in &rows {
-            if let Some(f) = smallest_out.filter(|f| r.status == "succeeded" && r.quantity >= f.quantity) {
+            if let Some(f) =
+                smallest_out.filter(|f| r.status == "succeeded" && r.quantity >= f.quantity)
+            {
                 anomaly(
                     found,
                     "per-card winners",
@@ -497,7 +560,10 @@ fn per_card_order_holds(db: &Db, world: &World, found: &mut Vec<Anomaly>) {
 fn prices_were_set(db: &Db, world: &World, ops: &[Op], found: &mut Vec<Anomaly>) {
     let mut prices: HashMap<Uuid, HashSet<Decimal>> = HashMap::new();
     for (card, p) in &world.initial_prices {
-        prices.entry(*card).or_default().extend(p.parse::<Decimal>().ok());
+        prices
+            .entry(*card)
+            .or_default()
+            .extend(p.parse::<Decimal>().ok());
     }
     for o in ops.iter().filter(|o| o.kind == OpKind::Reprice) {
         if let (Some(card), Some(p)) = (o.card, dec(o.amount.clone())) {
@@ -510,7 +576,10 @@ fn prices_were_set(db: &Db, world: &World, ops: &[Op], found: &mut Vec<Anomaly>)
                 anomaly(
                     found,
                     "price",
-                    format!("{} charged {u} a unit, a price card {} never had", r.id, r.card),
+                    format!(
+                        "{} charged {u} a unit, a price card {} never had",
+                        r.id, r.card
+                    ),
                     vec![r.id.to_string()],
                 );
             }
@@ -540,7 +609,10 @@ fn every_purchase_was_requested(db: &Db, ops: &[Op], found: &mut Vec<Anomaly>) {
             anomaly(
                 found,
                 "one purchase per key",
-                format!("{} stored under key {:?} of {}, which names {key_id:?}", r.id, r.key, r.user),
+                format!(
+                    "{} stored under key {:?} of {}, which names {key_id:?}",
+                    r.id, r.key, r.user
+                ),
                 vec![r.id.to_string()],
             );
         }
@@ -549,7 +621,12 @@ fn every_purchase_was_requested(db: &Db, ops: &[Op], found: &mut Vec<Anomaly>) {
 
 /// The operations and faults that show `a`: those mentioning what it is
 /// about, and the faults around them.
-pub fn excerpt(a: &Anomaly, ops: &[Op], faults: &[super::history::Fault], max: usize) -> Vec<String> {
+pub fn excerpt(
+    a: &Anomaly,
+    ops: &[Op],
+    faults: &[super::history::Fault],
+    max: usize,
+) -> Vec<String> {
     let mentions = |o: &Op| {
         a.about.iter().any(|k| {
             o.purchase.is_some_and(|p| p.to_string() == *k)
@@ -560,7 +637,10 @@ pub fn excerpt(a: &Anomaly, ops: &[Op], faults: &[super::history::Fault], max: u
     };
     let shown: Vec<&Op> = ops.iter().filter(|o| mentions(o)).collect();
     let (from, to) = match (shown.first(), shown.last()) {
-        (Some(f), Some(l)) => (f.invoked.saturating_sub(std::time::Duration::from_secs(5)), l.completed + std::time::Duration::from_secs(5)),
+        (Some(f), Some(l)) => (
+            f.invoked.saturating_sub(std::time::Duration::from_secs(5)),
+            l.completed + std::time::Duration::from_secs(5),
+        ),
         _ => return Vec::new(),
     };
     let mut lines: Vec<(std::time::Duration, String)> = shown
@@ -665,7 +745,8 @@ mod tests {
         let mut balance = Decimal::TEN;
         for (row, codes) in rows {
             for c in codes {
-                db.codes.insert((row.card, (*c).to_owned()), (row.id, false));
+                db.codes
+                    .insert((row.card, (*c).to_owned()), (row.id, false));
                 db.codes_of.entry(row.id).or_default().push((*c).to_owned());
             }
             if row.status == "succeeded" {

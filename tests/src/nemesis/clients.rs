@@ -104,7 +104,12 @@ struct Request {
 
 /// One client: a loop of random operations until `deadline`.
 pub async fn run(client: usize, world: Arc<World>, history: History, deadline: Duration) {
-    let mut rng = StdRng::seed_from_u64(world.seed.wrapping_mul(1_000_003).wrapping_add(client as u64));
+    let mut rng = StdRng::seed_from_u64(
+        world
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(client as u64),
+    );
     while history.now() < deadline {
         let pick = rng.random_range(0..100u32);
         match pick {
@@ -139,7 +144,10 @@ async fn send(
         let invoked = history.now();
         let mut r = world
             .http
-            .request(req.method.clone(), format!("{}{}", world.apis[api], req.path))
+            .request(
+                req.method.clone(),
+                format!("{}{}", world.apis[api], req.path),
+            )
             .bearer_auth(&req.token);
         if let Some(b) = &req.body {
             r = r.json(b);
@@ -151,7 +159,10 @@ async fn send(
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let text = resp.text().await.unwrap_or_default();
-                (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+                (
+                    status,
+                    serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                )
             }
             Err(e) => (0, Value::String(format!("transport: {e}"))),
         };
@@ -208,7 +219,14 @@ pub fn purchase_id(user: &str, key: &str) -> Uuid {
     )
 }
 
-async fn purchase(world: &World, history: &History, client: usize, rng: &mut StdRng, kind: OpKind, sent: Sent) {
+async fn purchase(
+    world: &World,
+    history: &History,
+    client: usize,
+    rng: &mut StdRng,
+    kind: OpKind,
+    sent: Sent,
+) {
     let prefer = match kind {
         OpKind::BuyAsync => "respond-async".to_owned(),
         _ => format!("wait={}", rng.random_range(1..4)),
@@ -249,7 +267,11 @@ async fn reuse(world: &World, history: &History, client: usize, rng: &mut StdRng
     match kind {
         OpKind::ReuseOtherBody => sent.quantity = sent.quantity % 3 + 1,
         OpKind::ReuseOtherCard => {
-            let others: Vec<Uuid> = world.cards().into_iter().filter(|c| *c != sent.card).collect();
+            let others: Vec<Uuid> = world
+                .cards()
+                .into_iter()
+                .filter(|c| *c != sent.card)
+                .collect();
             sent.card = pick(rng, &others);
         }
         _ => {}
@@ -341,7 +363,10 @@ async fn withdraw(world: &World, history: &History, client: usize, rng: &mut Std
     let card = pick(rng, &world.churn);
     let Some(code) = ({
         let codes = world.codes.lock().expect("codes lock");
-        codes.get(&card).filter(|c| !c.is_empty()).map(|c| pick(rng, c))
+        codes
+            .get(&card)
+            .filter(|c| !c.is_empty())
+            .map(|c| pick(rng, c))
     }) else {
         return;
     };

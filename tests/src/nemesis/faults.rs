@@ -72,7 +72,13 @@ pub async fn run(dep: Shared, history: History, plan: Plan) {
     let mut heals = JoinSet::new();
     for &(at, length) in &plan.postgres_outages {
         let crash = rng.random_range(0..2) == 0;
-        heals.spawn(postgres_outage(dep.clone(), history.clone(), at, length, crash));
+        heals.spawn(postgres_outage(
+            dep.clone(),
+            history.clone(),
+            at,
+            length,
+            crash,
+        ));
     }
     let js = async_nats::jetstream::new(dep.lock().await.cluster.connect(Role::Test).await);
     while history.now() < plan.until {
@@ -84,7 +90,13 @@ pub async fn run(dep: Shared, history: History, plan: Plan) {
                 if let Some(i) = pick_up(&mut rng, &d.workers, &d.faulted, 1) {
                     let down = Duration::from_millis(rng.random_range(1000..8000));
                     let fault = kill(&mut d, &history, FaultKind::KillWorker, Target::Worker(i));
-                    heals.spawn(heal_later(dep.clone(), history.clone(), fault, Target::Worker(i), down));
+                    heals.spawn(heal_later(
+                        dep.clone(),
+                        history.clone(),
+                        fault,
+                        Target::Worker(i),
+                        down,
+                    ));
                 }
             }
             25..50 => {
@@ -93,7 +105,8 @@ pub async fn run(dep: Shared, history: History, plan: Plan) {
                     d.workers[i].signal("STOP");
                     d.faulted.insert(name.clone());
                     let fault = history.fault(FaultKind::FreezeWorker, &name);
-                    let frozen = plan.lease_ttl + Duration::from_millis(rng.random_range(1000..5000));
+                    let frozen =
+                        plan.lease_ttl + Duration::from_millis(rng.random_range(1000..5000));
                     let (dep, history) = (dep.clone(), history.clone());
                     heals.spawn(async move {
                         tokio::time::sleep(frozen).await;
@@ -108,7 +121,13 @@ pub async fn run(dep: Shared, history: History, plan: Plan) {
                 if let Some(i) = pick_up(&mut rng, &d.apis, &d.faulted, 1) {
                     let down = Duration::from_millis(rng.random_range(1000..5000));
                     let fault = kill(&mut d, &history, FaultKind::KillApi, Target::Api(i));
-                    heals.spawn(heal_later(dep.clone(), history.clone(), fault, Target::Api(i), down));
+                    heals.spawn(heal_later(
+                        dep.clone(),
+                        history.clone(),
+                        fault,
+                        Target::Api(i),
+                        down,
+                    ));
                 }
             }
             _ => {
@@ -126,11 +145,20 @@ pub async fn run(dep: Shared, history: History, plan: Plan) {
                 };
                 let (node, kind) = match leader {
                     Some(l) => (l, FaultKind::KillNatsStreamLeader),
-                    None => (rng.random_range(0..NatsCluster::SIZE), FaultKind::KillNatsNode),
+                    None => (
+                        rng.random_range(0..NatsCluster::SIZE),
+                        FaultKind::KillNatsNode,
+                    ),
                 };
                 let down = Duration::from_millis(rng.random_range(3000..12000));
                 let fault = kill(&mut d, &history, kind, Target::Nats(node));
-                heals.spawn(heal_later(dep.clone(), history.clone(), fault, Target::Nats(node), down));
+                heals.spawn(heal_later(
+                    dep.clone(),
+                    history.clone(),
+                    fault,
+                    Target::Nats(node),
+                    down,
+                ));
             }
         }
     }
@@ -163,7 +191,9 @@ fn pick_up(
     faulted: &HashSet<String>,
     keep: usize,
 ) -> Option<usize> {
-    let up: Vec<usize> = (0..of.len()).filter(|i| !faulted.contains(&of[*i].id)).collect();
+    let up: Vec<usize> = (0..of.len())
+        .filter(|i| !faulted.contains(&of[*i].id))
+        .collect();
     (up.len() > keep).then(|| up[rng.random_range(0..up.len())])
 }
 
@@ -205,7 +235,13 @@ async fn restart_process(p: &mut ServiceProcess) {
     p.restart();
 }
 
-async fn postgres_outage(dep: Shared, history: History, at: Duration, length: Duration, crash: bool) {
+async fn postgres_outage(
+    dep: Shared,
+    history: History,
+    at: Duration,
+    length: Duration,
+    crash: bool,
+) {
     tokio::time::sleep(at.saturating_sub(history.now())).await;
     let fault = {
         let mut d = dep.lock().await;

@@ -40,7 +40,11 @@ impl OpKind {
     pub fn is_purchase(self) -> bool {
         matches!(
             self,
-            Self::BuySync | Self::BuyAsync | Self::Resend | Self::ReuseOtherBody | Self::ReuseOtherCard
+            Self::BuySync
+                | Self::BuyAsync
+                | Self::Resend
+                | Self::ReuseOtherBody
+                | Self::ReuseOtherCard
         )
     }
 }
@@ -193,13 +197,18 @@ impl fmt::Display for Op {
                         .unwrap_or(""),
                     o.get("activation_codes")
                         .and_then(Value::as_array)
-                        .map(|c| format!(" codes={}", c.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|")))
+                        .map(|c| format!(
+                            " codes={}",
+                            c.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join("|")
+                        ))
                         .unwrap_or_default(),
                 ),
-                Value::Object(o) if o.contains_key("error") => o["error"]["code"]
-                    .as_str()
-                    .unwrap_or("error")
-                    .to_owned(),
+                Value::Object(o) if o.contains_key("error") => {
+                    o["error"]["code"].as_str().unwrap_or("error").to_owned()
+                }
                 Value::Null => String::new(),
                 other => other.to_string(),
             };

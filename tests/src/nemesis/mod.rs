@@ -143,7 +143,14 @@ pub async fn run(cfg: Config) -> Report {
     let nemesis = tokio::spawn(faults::run(dep.clone(), history.clone(), plan));
     let progress = tokio::spawn(progress(history.clone(), cfg.duration));
     let clients: Vec<_> = (0..cfg.clients)
-        .map(|c| tokio::spawn(clients::run(c, world.clone(), history.clone(), cfg.duration)))
+        .map(|c| {
+            tokio::spawn(clients::run(
+                c,
+                world.clone(),
+                history.clone(),
+                cfg.duration,
+            ))
+        })
         .collect();
     for c in clients {
         c.await.expect("client task");
@@ -203,7 +210,11 @@ async fn progress(history: History, duration: Duration) {
             duration,
             ops.len(),
             faults.len(),
-            if active.is_empty() { "none".into() } else { active.join(", ") }
+            if active.is_empty() {
+                "none".into()
+            } else {
+                active.join(", ")
+            }
         );
     }
 }
@@ -219,7 +230,10 @@ async fn wait_owned(http: &reqwest::Client, workers: &[ServiceProcess]) {
         if owned >= f64::from(PARTITIONS) {
             return;
         }
-        assert!(Instant::now() < deadline, "partitions still unowned ({owned})");
+        assert!(
+            Instant::now() < deadline,
+            "partitions still unowned ({owned})"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -117,7 +117,8 @@ mod tests {
         let after = FenceToken::of_lease(created, (1 << 32) + 1);
         assert!(after > before, "{after} <= {before}");
 
-        let old_bucket = FenceToken::of_lease(datetime("2037-12-31T23:59:00Z"), u64::from(u32::MAX) * 7);
+        let old_bucket =
+            FenceToken::of_lease(datetime("2037-12-31T23:59:00Z"), u64::from(u32::MAX) * 7);
         let new_bucket = FenceToken::of_lease(datetime("2038-02-01T00:00:00Z"), 1);
         assert!(new_bucket > old_bucket, "{new_bucket} <= {old_bucket}");
         let far = FenceToken::of_lease(datetime("2300-01-01T00:00:00Z"), 1);

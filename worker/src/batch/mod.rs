@@ -144,7 +144,9 @@ async fn answers(
     plan.verdicts
         .iter()
         .map(|v| match v {
-            Verdict::Decided(d) => Ok(completed(&views[&items[plan.decisions[*d].item].message.purchase_id])),
+            Verdict::Decided(d) => Ok(completed(
+                &views[&items[plan.decisions[*d].item].message.purchase_id],
+            )),
             Verdict::Echo(id) => views.get(id).map(completed).ok_or_else(|| {
                 // Stored when the read ran and gone now: only an operator
                 // deleting rows does that. Read again.

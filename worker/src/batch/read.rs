@@ -182,7 +182,9 @@ fn decode(row: &QueryResult) -> Result<Snapshot, BatchError> {
             .collect(),
         ..Snapshot::default()
     };
-    for (id, status, user_id, request_hash) in column::<(Uuid, String, String, String)>(row, "stored")? {
+    for (id, status, user_id, request_hash) in
+        column::<(Uuid, String, String, String)>(row, "stored")?
+    {
         s.stored.insert(
             id,
             Stored {
@@ -200,7 +202,10 @@ fn decode(row: &QueryResult) -> Result<Snapshot, BatchError> {
         s.balances.insert(user, decimal(&balance)?);
     }
     for (card, id, code, sort_key) in column::<(Uuid, Uuid, String, String)>(row, "codes")? {
-        s.stock.entry(card).or_default().push_back(Code { id, code, sort_key });
+        s.stock
+            .entry(card)
+            .or_default()
+            .push_back(Code { id, code, sort_key });
     }
     Ok(s)
 }

@@ -130,7 +130,8 @@ impl WriteParams {
             p.users.push(m.user_id.clone());
             p.cards.push(m.gift_card_id);
             p.quantities.push(i16::from(m.quantity));
-            p.unit_prices.push(text(d.unit_price.map(|v| v.to_string())));
+            p.unit_prices
+                .push(text(d.unit_price.map(|v| v.to_string())));
             p.totals.push(text(d.total.map(|v| v.to_string())));
             p.statuses.push(d.status.as_str().to_owned());
             p.error_codes

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::servers::{free_port, nats_server_binary, Guarded, NatsUsers, Role};
+use crate::servers::{free_port, nats_server_binary, wait_for_port, Guarded, NatsUsers, Role};
 
 /// One node's fixed identity.
 struct Node {
@@ -122,7 +122,7 @@ impl NatsCluster {
             None,
             &node.log,
         ));
-        wait_for_port(node.client_port, &node.log);
+        wait_for_port(node.client_port, "a NATS cluster node", &node.log);
     }
 
     /// The JetStream leader of `stream`, as a node index (None while there
@@ -183,16 +183,4 @@ cluster {{
         store = store.display(),
         routes = routes.join(", "),
     )
-}
-
-fn wait_for_port(port: u16, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let tail = std::fs::read_to_string(log).unwrap_or_default();
-    panic!("a NATS cluster node did not open port {port} within 30 s; its log:\n{tail}");
 }

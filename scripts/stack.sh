@@ -496,7 +496,10 @@ info "applying migrations (giftcard-migrate up)"
   die "giftcard-migrate up failed (log above): fix the cause and re-run ./scripts/stack.sh"
 }
 info "provisioning the NATS streams and buckets (giftcard-migrate nats, as giftcard-provisioner)"
-as_nats_user giftcard-provisioner "$TARGET_DIR/giftcard-migrate" nats >>"$LOG_DIR/migrate.log" 2>&1 || {
+# A development-sized purchase stream (JetStream reserves its whole size on
+# the store) unless the environment says otherwise.
+GIFTCARD_PURCHASES_MAX_MIB="${GIFTCARD_PURCHASES_MAX_MIB:-1024}" \
+  as_nats_user giftcard-provisioner "$TARGET_DIR/giftcard-migrate" nats >>"$LOG_DIR/migrate.log" 2>&1 || {
   show_log_tail "$LOG_DIR/migrate.log"
   die "giftcard-migrate nats failed (log above): fix the cause and re-run ./scripts/stack.sh"
 }

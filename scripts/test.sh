@@ -21,6 +21,9 @@
 # initdb/pg_ctl/postgres live, found automatically otherwise),
 # GIFTCARD_NEMESIS_SECONDS and GIFTCARD_NEMESIS_SEED (what the nemesis flags
 # set; unset, the nemesis runs its fixed CI seeds for 90 s each).
+# GIFTCARD_CHROMIUM / GIFTCARD_CHROMEDRIVER (the console's browser test;
+# scripts/install-chromium.sh installs Debian's when missing). Screenshots
+# of the console's browser test land in target/test-artifacts/console/.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -91,6 +94,11 @@ if [[ "$(id -u)" -eq 0 ]] && ! id postgres >/dev/null 2>&1; then
   die "running as root, and PostgreSQL refuses to run as root, but there is no 'postgres' user to run it as: run 'apt-get install postgresql-15' or 'useradd --system postgres'"
 fi
 
+info "checking schemathesis (the HTTP fuzzer of the fuzz:: test)"
+GIFTCARD_SCHEMATHESIS="$("$GIFTCARD_REPO/scripts/install-schemathesis.sh")" ||
+  die "scripts/install-schemathesis.sh failed (see above); fix that and re-run ./scripts/test.sh"
+export GIFTCARD_SCHEMATHESIS
+
 if ((lint)); then
   cargo fmt --version >/dev/null 2>&1 ||
     die "rustfmt is not installed: run 'rustup component add rustfmt'"
@@ -123,6 +131,10 @@ if [[ -n "$nemesis_minutes" || -n "$nemesis_seed" ]]; then
     die "the nemesis found anomalies or failed (report above); re-run it with --seed $GIFTCARD_NEMESIS_SEED"
   exit 0
 fi
+info "checking Chromium and chromedriver (the console's browser test)"
+browser_env="$("$GIFTCARD_REPO/scripts/install-chromium.sh")" ||
+  die "scripts/install-chromium.sh failed (see above); fix that and re-run ./scripts/test.sh"
+while IFS= read -r line; do export "${line?}"; done <<<"$browser_env"
 
 threads="${GIFTCARD_TEST_THREADS:-2}"
 info "cargo test --workspace --locked ${cargo_args[*]} -- --test-threads=$threads ${harness_args[*]}"

@@ -224,4 +224,17 @@ mod tests {
         assert!(preferred_wait(&prefer("wait=soon"), d).is_err());
         assert!(preferred_wait(&prefer("wait=-1"), d).is_err());
     }
+
+    proptest::proptest! {
+        /// Any `Prefer` header gives a wait of at most 30 s or a 400;
+        /// never a panic.
+        #[test]
+        fn any_prefer_header_is_a_bounded_wait_or_a_400(v in "[ -~]{0,80}") {
+            let d = Duration::from_secs(5);
+            match preferred_wait(&prefer(&v), d) {
+                Ok(w) => proptest::prop_assert!(w <= MAX_WAIT),
+                Err(e) => proptest::prop_assert_eq!(e.status_and_code().0, StatusCode::BAD_REQUEST),
+            }
+        }
+    }
 }

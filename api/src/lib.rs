@@ -5,21 +5,31 @@
 //!   listener, database, NATS client and shutdown token.
 //! - [`routes`]: one module per feature (purchases, catalog, admin,
 //!   dead letters, operations), merged over one [`state::AppState`].
+//! - [`console`]: the operators' web console under `/console/`.
 //! - [`error`]: the error type and its mapping to the contract's body.
 //! - [`extract`]: extractors answering bad input with a 4xx.
 //! - [`replies`]: routes worker replies to waiting requests.
+//! - [`limits`]: per-user purchase rate, requests in flight, waiting
+//!   purchases; [`middleware`]: request ids, per-route metrics, the
+//!   request timeout; [`server`]: the HTTP/1.1 loop with its header
+//!   timeout.
+//! - [`openapi`]: what every operation can answer, added to the document.
 //! - [`telemetry`]: metric names and help lines.
 
+pub mod console;
 pub mod cursor;
 pub mod error;
 pub mod extract;
+pub mod limits;
+pub mod middleware;
+pub mod openapi;
 pub mod replies;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod telemetry;
 
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
@@ -31,8 +41,7 @@ use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
+use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::replies::Replies;
@@ -74,10 +83,14 @@ pub async fn run(
     let topology = topology::open(&js, settings.common.partitions).await?;
     let replies = Replies::start(&nats, shutdown.clone()).await?;
     let signer = giftcard_shared::signing::MessageSigner::new(&settings.keys);
+    let poll_db = giftcard_shared::db::connect_for_polls(&settings.common).await?;
     let state = AppState::new(Inner {
         signer,
+        limits: limits::Limits::new(&settings),
+        http_metrics: Default::default(),
         settings,
         db,
+        poll_db,
         nats,
         topology,
         replies,
@@ -86,30 +99,30 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
     state.spawn_db_probe(shutdown.clone());
+    limits::Limits::spawn_housekeeping(state.clone(), shutdown.clone());
     shared_telemetry::spawn_nats_connected_gauge(
         state.nats.clone(),
         telemetry::NATS_CONNECTED,
         shutdown.clone(),
     );
+    let header_timeout = state.settings.http_header_timeout;
     let metrics_server = match state.settings.metrics_listen {
         Some(addr) => {
             let metrics =
                 giftcard_shared::process::bind(addr, "GIFTCARD_API_METRICS_LISTEN").await?;
             tracing::info!(addr = %metrics.local_addr()?, "api metrics listening");
             let router = routes::ops::metrics_router().with_state(state.clone());
-            let stop = shutdown.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(metrics, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            }))
+            Some(tokio::spawn(server::serve(
+                metrics,
+                router,
+                header_timeout,
+                shutdown.clone(),
+            )))
         }
         None => None,
     };
     tracing::info!(addr = %listener.local_addr()?, "api listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    server::serve(listener, app(state), header_timeout, shutdown).await;
     if let Some(server) = metrics_server {
         let _ = server.await;
     }
@@ -121,36 +134,40 @@ pub async fn run(
 /// echoed on the response, in the logs, and passed on to the worker.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// The router with its middleware.
+/// The router with its middleware (the last layer added runs first).
 pub fn app(state: AppState) -> Router {
-    let request_id = HeaderName::from_static(REQUEST_ID);
+    use axum::middleware::{from_fn, from_fn_with_state};
     routes::router(state.settings.metrics_listen.is_none())
+        .merge(console::router(&state))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(error::ApiError::Internal(
-                anyhow::anyhow!("handler panicked"),
-            ))
+            axum::response::IntoResponse::into_response(error::ApiError::Internal(anyhow::anyhow!(
+                "handler panicked"
+            )))
         }))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            extract::MAX_WAIT + Duration::from_secs(10),
-        ))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let id = req
-                    .headers()
-                    .get(REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                // The path only: no query string, never a header (tokens).
-                let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(),
-                    request_id = id, trace_id = tracing::field::Empty, purchase_id = tracing::field::Empty);
-                let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-                shared_telemetry::continue_trace(&span, header("traceparent"), header("tracestate"));
-                span
-            }),
-        )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(from_fn_with_state(state.clone(), middleware::deadline))
+        .layer(from_fn_with_state(state.clone(), limits::shed))
+        .layer(from_fn_with_state(state.clone(), middleware::observe))
+        .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
+            REQUEST_ID,
+        )))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(from_fn(middleware::request_id))
         .with_state(state)
+}
+
+/// The span of one request: method, route template (never the raw path,
+/// which can hold an activation code), request id, and the trace it
+/// continues.
+fn request_span(req: &Request<axum::body::Body>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let span = tracing::info_span!("http", method = %req.method(), route = middleware::route_of(req),
+        request_id = id, trace_id = tracing::field::Empty, purchase_id = tracing::field::Empty);
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    shared_telemetry::continue_trace(&span, header("traceparent"), header("tracestate"));
+    span
 }

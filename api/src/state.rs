@@ -11,6 +11,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::Limits;
+use crate::middleware::HttpMetrics;
 use crate::replies::Replies;
 
 #[derive(Clone)]
@@ -19,6 +21,13 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub settings: ApiSettings,
     pub db: DatabaseConnection,
+    /// A small pool of its own for polling purchases retried requests wait
+    /// for (apart from `db`, which the readiness probe and reads use).
+    pub poll_db: DatabaseConnection,
+    /// Rate, in-flight and waiting limits.
+    pub limits: Limits,
+    /// Per-route request metrics.
+    pub http_metrics: HttpMetrics,
     pub nats: async_nats::Client,
     pub topology: Topology,
     pub replies: Arc<Replies>,

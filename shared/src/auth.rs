@@ -20,6 +20,9 @@ pub struct Claims {
 pub struct Principal {
     pub user: UserId,
     pub admin: bool,
+    /// The token's `exp` (Unix seconds): the console's session ends then
+    /// at the latest.
+    pub expires_at: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +78,7 @@ pub fn verify(secret: &str, token: &str) -> Result<Principal, AuthError> {
     Ok(Principal {
         user,
         admin: data.claims.role.as_deref() == Some("admin"),
+        expires_at: data.claims.exp,
     })
 }
 

@@ -137,6 +137,34 @@ fn secs(lo: u64, hi: u64) -> impl Fn(&str) -> Result<Duration, String> + Clone {
     }
 }
 
+/// A value parser for a count of `unit`s (`secs` seconds each) in
+/// `lo..=hi`, as a `Duration`.
+fn count_of(
+    unit: &'static str,
+    secs: u64,
+    lo: u64,
+    hi: u64,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |s| {
+        let v: u64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected {unit} {lo}..={hi}"))?;
+        if !(lo..=hi).contains(&v) {
+            return Err(format!("out of range: expected {lo}..={hi} {unit}"));
+        }
+        Ok(Duration::from_secs(v * secs))
+    }
+}
+
+fn hours(lo: u64, hi: u64) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    count_of("hours", 3600, lo, hi)
+}
+
+fn days(lo: u64, hi: u64) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    count_of("days", 24 * 3600, lo, hi)
+}
+
 /// How a process connects to NATS: servers, credentials and TLS.
 #[derive(Debug, Clone, Args)]
 pub struct NatsSettings {
@@ -420,6 +448,30 @@ pub struct ApiSettings {
           value_name = "GIFTCARD_PUBLISH_TIMEOUT_MS", default_value = "5000",
           value_parser = millis(100, 60_000))]
     pub publish_timeout: Duration,
+    /// Purchases per second one user may send to this api replica
+    /// (sustained; bursts of twice that); more are answered 429 with
+    /// Retry-After. 0 turns the limit off.
+    #[arg(long, env = "GIFTCARD_USER_RATE_LIMIT", value_name = "GIFTCARD_USER_RATE_LIMIT",
+          default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub user_rate_limit: u32,
+    /// Requests under /v1 this replica works on at once; more are answered
+    /// 503 with Retry-After at once (load shedding).
+    #[arg(long, env = "GIFTCARD_MAX_IN_FLIGHT", value_name = "GIFTCARD_MAX_IN_FLIGHT",
+          default_value_t = 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_in_flight: usize,
+    /// Purchase requests this replica holds open waiting for their outcome;
+    /// beyond it a purchase is answered 202 as soon as it is queued.
+    #[arg(long, env = "GIFTCARD_MAX_WAITING_PURCHASES", value_name = "GIFTCARD_MAX_WAITING_PURCHASES",
+          default_value_t = 768,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1_000_000))]
+    pub max_waiting_purchases: usize,
+    /// Seconds a client has to send a request's headers; an idle
+    /// keep-alive connection is closed after as long.
+    #[arg(long = "http-header-timeout-secs", env = "GIFTCARD_HTTP_HEADER_TIMEOUT_SECS",
+          value_name = "GIFTCARD_HTTP_HEADER_TIMEOUT_SECS", default_value = "30",
+          value_parser = secs(1, 3600))]
+    pub http_header_timeout: Duration,
 }
 
 impl ApiSettings {
@@ -641,6 +693,25 @@ pub struct ProvisionSettings {
     /// (everything processed, every service stopped).
     #[arg(long)]
     pub change_partitions: bool,
+    /// Most MiB the PURCHASES stream may hold; when full, new purchases are
+    /// refused (503) and nothing stored is dropped (docs/operations.md,
+    /// "Stream limits").
+    #[arg(long, env = "GIFTCARD_PURCHASES_MAX_MIB", value_name = "GIFTCARD_PURCHASES_MAX_MIB",
+          default_value_t = 8192, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    pub purchases_max_mib: u64,
+    /// Hours the PURCHASES stream (and the pending-purchases bucket) keeps a
+    /// message; older ones are deleted even if unprocessed, so keep it far
+    /// above the longest backlog or outage to survive.
+    #[arg(long = "purchases-max-age-hours", env = "GIFTCARD_PURCHASES_MAX_AGE_HOURS",
+          value_name = "GIFTCARD_PURCHASES_MAX_AGE_HOURS", default_value = "168",
+          value_parser = hours(1, 8760))]
+    pub purchases_max_age: Duration,
+    /// Days PURCHASES_DLQ keeps a dead letter's message (replay it or
+    /// discard it before then).
+    #[arg(long = "dlq-max-age-days", env = "GIFTCARD_DLQ_MAX_AGE_DAYS",
+          value_name = "GIFTCARD_DLQ_MAX_AGE_DAYS", default_value = "30",
+          value_parser = days(1, 3650))]
+    pub dlq_max_age: Duration,
 }
 
 impl ProvisionSettings {
@@ -656,6 +727,9 @@ impl ProvisionSettings {
         let mut t = crate::topology::TopologyOptions::new(self.partitions, self.stream_replicas);
         t.lease_ttl = self.lease_ttl;
         t.change_partitions = self.change_partitions;
+        t.max_bytes = mib_to_bytes(self.purchases_max_mib);
+        t.max_age = self.purchases_max_age;
+        t.dlq_max_age = self.dlq_max_age;
         t
     }
 }
@@ -672,6 +746,11 @@ pub fn unset_empty_variables(command: &clap::Command) {
             }
         }
     }
+}
+
+/// `mib` MiB in bytes, as JetStream counts them.
+fn mib_to_bytes(mib: u64) -> i64 {
+    i64::try_from(mib.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)
 }
 
 /// The settings `T` with every default, ignoring the environment (the one
@@ -758,5 +837,9 @@ mod tests {
         assert_eq!(secs(0, 30)("30"), Ok(Duration::from_secs(30)));
         assert!(secs(0, 30)("31").is_err());
         assert!(secs(0, 30)("x").is_err());
+        assert_eq!(days(1, 10)("2"), Ok(Duration::from_secs(2 * 86_400)));
+        assert!(days(1, 10)("0").is_err());
+        assert_eq!(hours(1, 10)("3"), Ok(Duration::from_secs(3 * 3600)));
+        assert_eq!(mib_to_bytes(16), 16 * 1024 * 1024);
     }
 }

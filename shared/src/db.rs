@@ -33,6 +33,18 @@ pub async fn connect_for_batches(
     open(settings, true, Some(statement_timeout)).await
 }
 
+/// The api's pool for polling purchases that a retried request waits for:
+/// lazy, at most [`POLL_CONNECTIONS`] connections, apart from the main pool
+/// so that many waiting retries never starve the readiness probe or reads.
+pub async fn connect_for_polls(settings: &CommonSettings) -> Result<DatabaseConnection, DbErr> {
+    let mut small = settings.clone();
+    small.db_max_connections = settings.db_max_connections.min(POLL_CONNECTIONS);
+    open(&small, true, None).await
+}
+
+/// Size of the api's polling pool ([`connect_for_polls`]).
+pub const POLL_CONNECTIONS: u32 = 4;
+
 /// A pool; `batches` (with its statement timeout) makes it the worker's
 /// batch pool described at [`connect_for_batches`].
 async fn open(

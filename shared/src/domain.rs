@@ -21,29 +21,39 @@ fn invalid(msg: impl Into<String>) -> DomainError {
 
 /// A strictly positive amount of money with at most two decimal places,
 /// carried on the wire as a JSON string (`"10.00"`), never a float.
+///
+/// Parsing is exact: the text must be plain digits with at most two
+/// decimals (`"10"`, `"10.5"`, `"10.50"`); anything else, including a third
+/// decimal that is zero (`"1.000"`) or digits past what `Decimal` holds, is
+/// refused, never rounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Money(Decimal);
 
-/// The largest amount accepted anywhere (fits `NUMERIC(14,2)`).
+/// The largest amount accepted anywhere (a price, a credit: well inside
+/// `NUMERIC(14,2)`, even times the largest quantity).
 const MONEY_MAX: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+
+/// The largest value a `NUMERIC(14,2)` column (a balance, a total) holds.
+pub const NUMERIC_14_2_MAX: Decimal = Decimal::from_parts(276_447_231, 23_283, 0, false, 2);
 
 impl Money {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        let t = s.trim();
-        if t.is_empty() || t != s {
-            return Err(invalid(format!(
-                "amount {s:?} must be a decimal string such as \"10.00\""
-            )));
-        }
-        if !t
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == '.' || c == '-' || c == '+')
-        {
+        let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(whole) || (s.contains('.') && !digits(fraction)) {
             return Err(invalid(format!(
                 "amount {s:?} must be a plain decimal string such as \"10.00\""
             )));
         }
-        let d = Decimal::from_str(t).map_err(|_| {
+        if fraction.len() > 2 {
+            return Err(invalid(format!(
+                "amount {s:?} must have at most 2 decimal places"
+            )));
+        }
+        if whole.trim_start_matches('0').len() > 9 {
+            return Err(invalid(format!("amount {s:?} must be below 1000000000")));
+        }
+        let d = Decimal::from_str(s).map_err(|_| {
             invalid(format!(
                 "amount {s:?} must be a decimal string such as \"10.00\""
             ))
@@ -273,6 +283,14 @@ pub enum FailureCode {
 }
 
 impl FailureCode {
+    pub const ALL: [Self; 5] = [
+        Self::GiftCardNotFound,
+        Self::GiftCardInactive,
+        Self::ActivationCodesNotAvailable,
+        Self::InsufficientFunds,
+        Self::Discarded,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::GiftCardNotFound => "GIFT_CARD_NOT_FOUND",
@@ -316,8 +334,48 @@ mod tests {
         assert_eq!(Money::parse("10").unwrap().to_string(), "10.00");
         assert_eq!(Money::parse("0.01").unwrap().to_string(), "0.01");
         assert_eq!(Money::parse("1.50").unwrap().to_string(), "1.50");
-        for bad in ["0", "-1.00", "1.001", "", " 1", "1e3", "abc", "0.00", "NaN"] {
+        for bad in [
+            "0",
+            "-1.00",
+            "1.001",
+            "",
+            " 1",
+            "1e3",
+            "abc",
+            "0.00",
+            "NaN",
+            "1.000",
+            "+1.00",
+            "1.",
+            ".5",
+            "1..0",
+            "0.0100000000000000000000000000001",
+            "1000000000",
+            "99999999999999999999999999999999",
+        ] {
             assert!(Money::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(
+            Money::parse("999999999.99").unwrap().to_string(),
+            "999999999.99"
+        );
+        assert_eq!(Money::parse("007.5").unwrap().to_string(), "7.50");
+        assert_eq!(NUMERIC_14_2_MAX.to_string(), "999999999999.99");
+    }
+
+    proptest::proptest! {
+        /// Whatever the text, parsing never panics, and what it accepts
+        /// prints back as the same amount with exactly two places: nothing
+        /// is rounded.
+        #[test]
+        fn money_parse_is_exact_or_refuses(s in "\\PC{0,40}|[0-9]{0,12}(\\.[0-9]{0,4})?") {
+            if let Ok(m) = Money::parse(&s) {
+                let shown = m.to_string();
+                let (whole, fraction) = s.split_once('.').unwrap_or((&s, ""));
+                let want = format!("{}.{fraction:0<2}", whole.trim_start_matches('0'));
+                proptest::prop_assert_eq!(shown.trim_start_matches('0'), want.as_str());
+                proptest::prop_assert!(m.amount() > Decimal::ZERO && m.amount() < MONEY_MAX);
+            }
         }
     }
 

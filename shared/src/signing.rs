@@ -333,4 +333,20 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// Whatever arrives on the queue (payload, signature header),
+        /// decoding it and checking its signature never panics, and no
+        /// made-up signature verifies.
+        #[test]
+        fn arbitrary_messages_are_decoded_or_refused_and_never_verify(
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            header in "v1 [0-9a-f]{0,16} [0-9a-f]{0,80}|\\PC{0,120}",
+        ) {
+            let s = MessageSigner::new(&MessageKeys::new(A, None));
+            let _ = serde_json::from_slice::<crate::contract::PurchaseMessage>(&payload);
+            let _ = serde_json::from_slice::<crate::contract::PurchaseReply>(&payload);
+            proptest::prop_assert!(s.verify(Some(&header), &parts(&payload)).is_err());
+        }
+    }
 }

@@ -95,6 +95,12 @@ pub struct TopologyOptions {
     /// count": only once every purchase is processed and every service is
     /// stopped) and delete the consumers of partitions that no longer exist.
     pub change_partitions: bool,
+    /// Most bytes the purchases stream holds. When it is full JetStream
+    /// refuses new messages (discard policy `new`: the api answers 503) and
+    /// never drops a stored one.
+    pub max_bytes: i64,
+    /// How long the dead-letter stream keeps a message.
+    pub dlq_max_age: Duration,
     /// Redelivery delay of an unacknowledged message.
     pub ack_wait: Duration,
     /// Most unacknowledged messages per partition: one batch, so that a
@@ -111,6 +117,10 @@ impl TopologyOptions {
             duplicate_window: Duration::from_secs(300),
             lease_ttl: Duration::from_secs(6),
             change_partitions: false,
+            // 1 GiB: JetStream reserves it on the store at creation.
+            // Deployments size it with GIFTCARD_PURCHASES_MAX_MIB.
+            max_bytes: 1024 * 1024 * 1024,
+            dlq_max_age: Duration::from_secs(30 * 24 * 3600),
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 128,
         }
@@ -137,6 +147,8 @@ fn purchases_config(opts: &TopologyOptions) -> stream::Config {
         retention: stream::RetentionPolicy::Limits,
         duplicate_window: opts.duplicate_window,
         max_age: opts.max_age,
+        max_bytes: opts.max_bytes,
+        discard: stream::DiscardPolicy::New,
         num_replicas: opts.replicas,
         allow_direct: true,
         metadata,
@@ -151,6 +163,7 @@ fn dlq_config(opts: &TopologyOptions) -> stream::Config {
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         duplicate_window: Duration::from_secs(300),
+        max_age: opts.dlq_max_age,
         num_replicas: opts.replicas,
         allow_direct: true,
         ..Default::default()
@@ -262,8 +275,12 @@ async fn put_stream(
         Err(_) => false,
     };
     let info = js.create_or_update_stream(cfg).await.map_err(nats_err)?;
+    let max_bytes = match info.config.max_bytes {
+        b if b > 0 => format!("{} MiB, then new messages are refused", b / (1024 * 1024)),
+        _ => "no size limit".to_owned(),
+    };
     done.push(format!(
-        "stream {name}: {} (max age {:?}, {} replica(s))",
+        "stream {name}: {} (max age {:?}, {max_bytes}, {} replica(s))",
         if existed { "updated" } else { "created" },
         info.config.max_age,
         info.config.num_replicas

@@ -3,10 +3,12 @@
 //! api and worker started in-process on port 0 ([`TestApp`]).
 //!
 //! Tests drive the system only through the HTTP contract, plus direct SQL
-//! for the invariant checks ([`invariants`]). [`cluster`] runs a 3-node
+//! for the invariant checks ([`invariants`]); the console's tests drive a
+//! real headless Chromium ([`browser`]). [`cluster`] runs a 3-node
 //! JetStream cluster; [`nemesis`] runs seeded clients and faults against a
 //! whole deployment and checks the history.
 
+pub mod browser;
 pub mod cluster;
 pub mod invariants;
 pub mod load;
@@ -33,6 +35,9 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 /// The key purchase messages are signed with in tests.
 pub const MESSAGE_SECRET: &str = "test-message-key-test-message-key-0123";
 
+/// `max_bytes` of the purchases stream of a test deployment.
+pub const TEST_PURCHASES_MAX_BYTES: i64 = 256 * 1024 * 1024;
+
 /// Knobs of a test deployment.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -48,6 +53,17 @@ pub struct Options {
     /// The purchases stream's duplicate window, if not the default (tests
     /// of what happens to a key reused after the window).
     pub duplicate_window: Option<Duration>,
+}
+
+impl Options {
+    /// The defaults without the in-process worker (tests that start worker
+    /// processes, or none).
+    pub fn without_worker() -> Self {
+        Self {
+            start_worker: false,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Options {
@@ -175,6 +191,9 @@ impl TestApp {
         if let Some(window) = self.options.duplicate_window {
             t.duplicate_window = window;
         }
+        // Small: JetStream reserves a stream's max bytes on the store
+        // (test servers size theirs from the free disk).
+        t.max_bytes = TEST_PURCHASES_MAX_BYTES;
         t
     }
 
@@ -208,6 +227,12 @@ impl TestApp {
             metrics_listen: None,
             default_wait: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(5),
+            // Off: tests drive many purchases per user; the limits have
+            // tests of their own.
+            user_rate_limit: 0,
+            max_in_flight: 1024,
+            max_waiting_purchases: 768,
+            http_header_timeout: Duration::from_secs(30),
         }
     }
 

@@ -7,7 +7,7 @@ use axum::routing::{delete, patch, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use giftcard_shared::db::values_clause;
-use giftcard_shared::domain::{Money, UserId};
+use giftcard_shared::domain::{Money, UserId, NUMERIC_14_2_MAX};
 use giftcard_shared::entities::gift_card;
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, Set, Statement,
@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::catalog::{load_card, load_wallet, GiftCardView, WalletView};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ConflictCode, ErrorBody};
 use crate::extract::{json_rejection, Admin, ApiJson, ApiPath};
 use crate::state::AppState;
 
@@ -44,18 +44,20 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCard {
+    /// 1..=200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
-    #[schema(value_type = String, example = "10.00")]
+    #[schema(value_type = String, example = "10.00", pattern = "^[0-9]{1,9}(\\.[0-9]{1,2})?$")]
     pub price: Money,
-    #[schema(value_type = String, example = "10.00")]
+    #[schema(value_type = String, example = "10.00", pattern = "^[0-9]{1,9}(\\.[0-9]{1,2})?$")]
     pub value: Money,
 }
 
 fn check_name(name: &str) -> ApiResult<String> {
     let n = name.trim();
-    if n.is_empty() || n.chars().count() > 200 {
+    if n.is_empty() || n.chars().count() > 200 || n.chars().any(char::is_control) {
         return Err(ApiError::Unprocessable(
-            "name must be 1 to 200 characters".into(),
+            "name must be 1 to 200 characters, none of them control characters".into(),
         ));
     }
     Ok(n.to_owned())
@@ -91,8 +93,9 @@ pub async fn create_card(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCard {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
-    #[schema(value_type = Option<String>, example = "12.50")]
+    #[schema(value_type = Option<String>, example = "12.50", pattern = "^[0-9]{1,9}(\\.[0-9]{1,2})?$")]
     pub price: Option<Money>,
     pub active: Option<bool>,
 }
@@ -141,6 +144,8 @@ pub struct CodeImport {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CodeRow {
+    /// 1..=64 visible ASCII characters.
+    #[schema(pattern = "^[!-~]{1,64}$")]
     pub code: String,
     /// null (never expires), RFC 3339, or `YYYY-MM-DD` (00:00 UTC).
     #[serde(default)]
@@ -177,74 +182,128 @@ fn check_code(code: &str) -> Result<(), String> {
 
 type ParsedCode = (String, Option<DateTime<Utc>>);
 
-/// Validates every row first: one bad row rejects the whole import.
+/// Checks every row while reading it, and stops at the row cap: one bad
+/// row rejects the whole import, and however many rows the body holds,
+/// no more than the cap are ever kept in memory.
 fn parse_codes(headers: &HeaderMap, body: &Bytes) -> ApiResult<Vec<ParsedCode>> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let rows: Vec<(usize, String, Option<String>)> = if ctype.starts_with("text/csv") {
-        let mut rdr = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .from_reader(body.as_ref());
-        let hdr = rdr
-            .headers()
-            .map_err(|e| ApiError::Unprocessable(format!("CSV header unreadable: {e}")))?
-            .clone();
-        if hdr.get(0) != Some("code")
-            || hdr.len() > 2
-            || (hdr.len() == 2 && hdr.get(1) != Some("expires_on"))
-        {
-            return Err(ApiError::Unprocessable(
-                "the CSV header must be `code,expires_on`".into(),
-            ));
-        }
-        let mut out = Vec::new();
-        for (i, rec) in rdr.records().enumerate() {
-            let row = i + 1;
-            let rec = rec.map_err(|e| ApiError::Unprocessable(format!("row {row}: {e}")))?;
-            out.push((
-                row,
-                rec.get(0).unwrap_or("").to_owned(),
-                rec.get(1).map(str::to_owned),
-            ));
-        }
-        out
+    if ctype.starts_with("text/csv") {
+        parse_csv(body)
     } else if ctype.starts_with("application/json") {
-        let import: CodeImport = serde_json::from_slice(body).map_err(|e| {
-            if e.is_syntax() || e.is_eof() {
-                ApiError::BadRequest("the request body is not valid JSON".into())
-            } else {
-                ApiError::Unprocessable(format!(
-                    "the request body does not match the expected shape: {e}"
-                ))
-            }
-        })?;
-        import
-            .codes
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| (i + 1, c.code, c.expires_on))
-            .collect()
+        parse_json(body)
     } else {
-        return Err(ApiError::UnsupportedMediaType(
+        Err(ApiError::UnsupportedMediaType(
             "send codes as `application/json` ({\"codes\": [...]}) or `text/csv` (header code,expires_on)".into(),
-        ));
-    };
-    if rows.len() > IMPORT_MAX_ROWS {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "at most {IMPORT_MAX_ROWS} codes per import; split the file"
-        )));
+        ))
     }
-    rows.into_iter()
-        .map(|(row, code, exp)| {
-            check_code(&code).map_err(|e| ApiError::Unprocessable(format!("row {row}: {e}")))?;
-            let exp = parse_expiry(exp.as_deref())
-                .map_err(|e| ApiError::Unprocessable(format!("row {row}: {e}")))?;
-            Ok((code, exp))
-        })
+}
+
+fn too_many_rows() -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "at most {IMPORT_MAX_ROWS} codes per import; split the file"
+    ))
+}
+
+/// One checked row (`row` counts from 1, for the message).
+fn parse_row(row: usize, code: &str, expires_on: Option<&str>) -> ApiResult<ParsedCode> {
+    check_code(code).map_err(|e| ApiError::Unprocessable(format!("row {row}: {e}")))?;
+    let exp =
+        parse_expiry(expires_on).map_err(|e| ApiError::Unprocessable(format!("row {row}: {e}")))?;
+    Ok((code.to_owned(), exp))
+}
+
+fn parse_csv(body: &[u8]) -> ApiResult<Vec<ParsedCode>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(body);
+    let hdr = rdr
+        .headers()
+        .map_err(|e| ApiError::Unprocessable(format!("CSV header unreadable: {e}")))?;
+    if hdr.get(0) != Some("code")
+        || hdr.len() > 2
+        || (hdr.len() == 2 && hdr.get(1) != Some("expires_on"))
+    {
+        return Err(ApiError::Unprocessable(
+            "the CSV header must be `code,expires_on`".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    let mut record = csv::StringRecord::new();
+    for row in 1.. {
+        let more = rdr
+            .read_record(&mut record)
+            .map_err(|e| ApiError::Unprocessable(format!("row {row}: {e}")))?;
+        if !more {
+            break;
+        }
+        if row > IMPORT_MAX_ROWS {
+            return Err(too_many_rows());
+        }
+        out.push(parse_row(row, record.get(0).unwrap_or(""), record.get(1))?);
+    }
+    Ok(out)
+}
+
+fn parse_json(body: &[u8]) -> ApiResult<Vec<ParsedCode>> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Import {
+        codes: BoundedRows,
+    }
+    let import: Import = serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::BadRequest("the request body is not valid JSON".into())
+        } else if e.to_string().starts_with(TOO_MANY_ROWS) {
+            too_many_rows()
+        } else {
+            ApiError::Unprocessable(format!(
+                "the request body does not match the expected shape: {e}"
+            ))
+        }
+    })?;
+    import
+        .codes
+        .0
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| parse_row(i + 1, &c.code, c.expires_on.as_deref()))
         .collect()
+}
+
+const TOO_MANY_ROWS: &str = "too many codes";
+
+/// The `codes` array of a JSON import, refused while reading once it holds
+/// more than the row cap.
+struct BoundedRows(Vec<CodeRow>);
+
+impl<'de> Deserialize<'de> for BoundedRows {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Rows;
+        impl<'de> serde::de::Visitor<'de> for Rows {
+            type Value = BoundedRows;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of codes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BoundedRows, A::Error> {
+                let mut rows = Vec::new();
+                while let Some(row) = seq.next_element::<CodeRow>()? {
+                    if rows.len() == IMPORT_MAX_ROWS {
+                        return Err(serde::de::Error::custom(TOO_MANY_ROWS));
+                    }
+                    rows.push(row);
+                }
+                Ok(BoundedRows(rows))
+            }
+        }
+        d.deserialize_seq(Rows)
+    }
 }
 
 /// Import activation codes (JSON or CSV); codes already present are counted
@@ -322,6 +381,8 @@ pub async fn delete_code(
     _admin: Admin,
     ApiPath((id, code)): ApiPath<(Uuid, String)>,
 ) -> ApiResult<StatusCode> {
+    // No such code can exist (and PostgreSQL refuses some such text).
+    check_code(&code).map_err(ApiError::BadRequest)?;
     #[derive(sea_orm::FromQueryResult)]
     struct Row {
         is_used: bool,
@@ -346,7 +407,7 @@ pub async fn delete_code(
     .await?;
     match used {
         Some(_) => Err(ApiError::Conflict {
-            code: "ACTIVATION_CODE_USED",
+            code: ConflictCode::ActivationCodeUsed,
             message: "this code was already sold and cannot be withdrawn".into(),
         }),
         None => Err(ApiError::NotFound("no such code for this gift card".into())),
@@ -356,9 +417,10 @@ pub async fn delete_code(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credit {
-    #[schema(value_type = String, example = "100.00")]
+    #[schema(value_type = String, example = "100.00", pattern = "^[0-9]{1,9}(\\.[0-9]{1,2})?$")]
     pub amount: Money,
     /// Unique per credit: the same reference is applied once only.
+    #[schema(min_length = 1, max_length = 255)]
     pub reference: String,
 }
 
@@ -375,9 +437,9 @@ pub async fn credit_wallet(
 ) -> ApiResult<Json<WalletView>> {
     let user = UserId::parse(&user).map_err(|e| ApiError::BadRequest(e.0))?;
     let reference = body.reference.trim();
-    if reference.is_empty() || reference.len() > 255 {
+    if reference.is_empty() || reference.len() > 255 || reference.chars().any(char::is_control) {
         return Err(ApiError::Unprocessable(
-            "reference must be 1 to 255 characters".into(),
+            "reference must be 1 to 255 characters, none of them control characters".into(),
         ));
     }
     let txn = state.db.begin().await?;
@@ -396,13 +458,29 @@ pub async fn credit_wallet(
         .await?
         .rows_affected();
     if inserted == 1 {
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "INSERT INTO wallets (user_id, balance) VALUES ($1, $2) ON CONFLICT (user_id) \
-             DO UPDATE SET balance = wallets.balance + EXCLUDED.balance, updated_at = now()",
-            [user.as_str().into(), body.amount.amount().into()],
-        ))
-        .await?;
+        // $3: the largest balance the column holds; a credit that would
+        // go past it updates nothing and is refused (the transaction,
+        // with its wallet entry, is rolled back).
+        let credited = txn
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "INSERT INTO wallets (user_id, balance) VALUES ($1, $2) ON CONFLICT (user_id) \
+                 DO UPDATE SET balance = wallets.balance + EXCLUDED.balance, updated_at = now() \
+                 WHERE wallets.balance + EXCLUDED.balance <= $3",
+                [
+                    user.as_str().into(),
+                    body.amount.amount().into(),
+                    NUMERIC_14_2_MAX.into(),
+                ],
+            ))
+            .await?
+            .rows_affected();
+        if credited == 0 {
+            return Err(ApiError::Unprocessable(format!(
+                "this credit would take the balance over the largest a wallet holds \
+                 ({NUMERIC_14_2_MAX}); nothing was credited"
+            )));
+        }
     } else {
         #[derive(sea_orm::FromQueryResult)]
         struct Prior {
@@ -448,5 +526,39 @@ mod tests {
         assert!(check_code("ABCD-1234").is_ok());
         assert!(check_code("has space").is_err());
         assert!(check_code(&"x".repeat(65)).is_err());
+    }
+
+    fn csv_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, "text/csv".parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn an_import_stops_reading_at_the_row_cap() {
+        let mut csv = String::from("code,expires_on\n");
+        for _ in 0..=IMPORT_MAX_ROWS {
+            csv.push_str("a,\n");
+        }
+        let e = parse_codes(&csv_headers(), &Bytes::from(csv)).unwrap_err();
+        assert_eq!(e.status_and_code().1, "PAYLOAD_TOO_LARGE", "{e}");
+        let rows = vec![serde_json::json!({"code": "a"}); IMPORT_MAX_ROWS + 1];
+        let body = serde_json::to_vec(&serde_json::json!({ "codes": rows })).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        let e = parse_codes(&h, &Bytes::from(body)).unwrap_err();
+        assert_eq!(e.status_and_code().1, "PAYLOAD_TOO_LARGE", "{e}");
+    }
+
+    proptest::proptest! {
+        /// Any CSV body is either imported row for row or refused with a
+        /// 4xx naming the problem; never a panic.
+        #[test]
+        fn csv_imports_accept_or_refuse_any_body(body in "code,expires_on\n(\\PC{0,20}(,[0-9T:Z-]{0,12})?\n){0,8}|\\PC{0,60}") {
+            match parse_codes(&csv_headers(), &Bytes::from(body.clone())) {
+                Ok(rows) => proptest::prop_assert!(rows.len() <= body.lines().count()),
+                Err(e) => proptest::prop_assert!(e.status_and_code().0.is_client_error(), "{e}"),
+            }
+        }
     }
 }

@@ -92,6 +92,36 @@ pub async fn load_card<C: ConnectionTrait>(
     .map(Into::into))
 }
 
+/// Every gift card with its stock, oldest first.
+pub async fn load_cards<C: ConnectionTrait>(db: &C) -> Result<Vec<GiftCardView>, DbErr> {
+    let rows = CardRow::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        format!("{CARD_SELECT} ORDER BY g.created_at, g.id"),
+    ))
+    .all(db)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+#[derive(FromQueryResult)]
+struct Count {
+    n: i64,
+}
+
+/// How many of a card's available codes expire within `days` days.
+pub async fn expiring_codes<C: ConnectionTrait>(db: &C, id: Uuid, days: i32) -> Result<i64, DbErr> {
+    let row = Count::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT count(*) AS n FROM activation_codes a WHERE a.gift_card_id = $1 \
+           AND NOT a.is_used AND a.deleted_at IS NULL \
+           AND a.expires_on > now() AND a.expires_on <= now() + make_interval(days => $2)",
+        [id.into(), days.into()],
+    ))
+    .one(db)
+    .await?;
+    Ok(row.map_or(0, |r| r.n))
+}
+
 /// Every gift card with its stock.
 #[utoipa::path(get, path = "/v1/gift-cards", tag = "catalog",
     responses((status = 200, body = GiftCardList), (status = 401, body = ErrorBody)),
@@ -100,14 +130,8 @@ pub async fn list_cards(
     State(state): State<AppState>,
     _auth: Auth,
 ) -> ApiResult<Json<GiftCardList>> {
-    let rows = CardRow::find_by_statement(Statement::from_string(
-        DbBackend::Postgres,
-        format!("{CARD_SELECT} ORDER BY g.created_at, g.id"),
-    ))
-    .all(&state.db)
-    .await?;
     Ok(Json(GiftCardList {
-        items: rows.into_iter().map(Into::into).collect(),
+        items: load_cards(&state.db).await?,
     }))
 }
 

@@ -1,9 +1,12 @@
-//! Admin dead-letter routes: list, replay one, replay all (of a card),
-//! discard. The worker indexes dead letters into PostgreSQL; the message
+//! Admin dead-letter routes: list, inspect, replay one, replay all (of a
+//! card, in bounded batches), discard. The worker indexes dead letters into PostgreSQL; the message
 //! itself stays in the `PURCHASES_DLQ` stream and is republished from there.
 
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::HeaderMap as NatsHeaders;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -13,16 +16,18 @@ use giftcard_shared::contract::{HEADER_REPLAY_OF, HEADER_VERSION, MESSAGE_VERSIO
 use giftcard_shared::domain::FailureCode;
 use giftcard_shared::entities::dead_letter;
 use giftcard_shared::signing::{signature_of, SignedParts, HEADER_SIGNATURE};
+use sea_orm::sea_query::extension::postgres::PgExpr;
+use sea_orm::sea_query::{Expr, LikeExpr};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Admin, ApiPath, ApiQuery};
+use crate::error::{ApiError, ApiResult, ConflictCode, ErrorBody, ErrorDetail};
+use crate::extract::{json_rejection, Admin, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -87,6 +92,81 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
+/// Which dead letters a list (or a bulk replay) covers.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `pending`, `replayed` or `discarded`; None for every state.
+    pub state: Option<&'static str>,
+    pub gift_card_id: Option<Uuid>,
+    /// A case-insensitive part of the reason (the console's filter).
+    pub reason: Option<String>,
+    pub purchase_id: Option<Uuid>,
+}
+
+impl Filter {
+    /// The `state` parameter: `pending` (default), `replayed`,
+    /// `discarded` or `all`.
+    pub fn parse_state(s: Option<&str>) -> ApiResult<Option<&'static str>> {
+        match s.unwrap_or("pending") {
+            "all" => Ok(None),
+            "pending" => Ok(Some("pending")),
+            "replayed" => Ok(Some("replayed")),
+            "discarded" => Ok(Some("discarded")),
+            other => Err(ApiError::BadRequest(format!(
+                "state {other:?} is not one of pending, replayed, discarded, all"
+            ))),
+        }
+    }
+
+    /// The dead letters this filter covers.
+    pub fn select(&self) -> sea_orm::Select<dead_letter::Entity> {
+        let mut q = dead_letter::Entity::find();
+        if let Some(s) = self.state {
+            q = q.filter(dead_letter::Column::State.eq(s));
+        }
+        if let Some(card) = self.gift_card_id {
+            q = q.filter(dead_letter::Column::GiftCardId.eq(card));
+        }
+        if let Some(purchase) = self.purchase_id {
+            q = q.filter(dead_letter::Column::PurchaseId.eq(purchase));
+        }
+        if let Some(reason) = self.reason.as_deref().filter(|r| !r.is_empty()) {
+            // `%`, `_` and `\` in what the operator typed match themselves
+            // (backslash is PostgreSQL's default LIKE escape character).
+            let escaped: String = reason
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            let like = LikeExpr::new(format!("%{escaped}%"));
+            q = q.filter(Expr::col(dead_letter::Column::Reason).ilike(like));
+        }
+        q
+    }
+}
+
+/// One page of the dead letters `filter` covers, oldest first, after
+/// `cursor`: the rows and the next page's cursor.
+pub async fn list_page(
+    state: &AppState,
+    filter: &Filter,
+    cursor: Option<&str>,
+    limit: u64,
+) -> ApiResult<(Vec<dead_letter::Model>, Option<String>)> {
+    crate::cursor::page(
+        &state.db,
+        filter.select(),
+        (dead_letter::Column::DeadLetteredAt, dead_letter::Column::Id),
+        true,
+        cursor,
+        limit,
+        |r| (r.dead_lettered_at, r.id),
+    )
+    .await
+}
+
 /// Dead letters, oldest first (default: those waiting for an operator).
 #[utoipa::path(get, path = "/v1/admin/dead-letters", tag = "dead-letters", params(ListParams),
     responses((status = 200, body = DeadLetterList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
@@ -102,31 +182,12 @@ pub async fn list(
             "limit must be between 1 and 500".into(),
         ));
     }
-    let mut q = dead_letter::Entity::find();
-    match p.state.as_deref().unwrap_or("pending") {
-        "all" => {}
-        s @ ("pending" | "replayed" | "discarded") => {
-            q = q.filter(dead_letter::Column::State.eq(s))
-        }
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "state {other:?} is not one of pending, replayed, discarded, all"
-            )))
-        }
-    }
-    if let Some(card) = p.gift_card_id {
-        q = q.filter(dead_letter::Column::GiftCardId.eq(card));
-    }
-    let (rows, next_cursor) = crate::cursor::page(
-        &state.db,
-        q,
-        (dead_letter::Column::DeadLetteredAt, dead_letter::Column::Id),
-        true,
-        p.cursor.as_deref(),
-        limit,
-        |r| (r.dead_lettered_at, r.id),
-    )
-    .await?;
+    let filter = Filter {
+        state: Filter::parse_state(p.state.as_deref())?,
+        gift_card_id: p.gift_card_id,
+        ..Default::default()
+    };
+    let (rows, next_cursor) = list_page(&state, &filter, p.cursor.as_deref(), limit).await?;
     Ok(Json(DeadLetterList {
         items: rows.into_iter().map(Into::into).collect(),
         next_cursor,
@@ -184,6 +245,13 @@ pub async fn inspect(
     _admin: Admin,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<DeadLetterDetail>> {
+    Ok(Json(detail(&state, id).await?))
+}
+
+/// A dead letter in full: its message as stored in `PURCHASES_DLQ`, every
+/// dead-lettering of the same purchase (or, for a message without one, of
+/// the same message through its replays) and every action on them.
+pub async fn detail(state: &AppState, id: Uuid) -> ApiResult<DeadLetterDetail> {
     let dl = dead_letter::Entity::find_by_id(id)
         .one(&state.db)
         .await?
@@ -216,7 +284,7 @@ pub async fn inspect(
                 .all(&state.db)
                 .await?
         }
-        None => vec![dl.clone()],
+        None => replay_chain(&state.db, id).await?,
     };
     let ids: Vec<Uuid> = history.iter().map(|h| h.id).collect();
     let events = EventRow::find_by_statement(Statement::from_sql_and_values(
@@ -236,7 +304,7 @@ pub async fn inspect(
         at: e.at,
     })
     .collect();
-    Ok(Json(DeadLetterDetail {
+    Ok(DeadLetterDetail {
         resolved_at: dl.resolved_at,
         resolved_by: dl.resolved_by.clone(),
         replayed_from: dl.replayed_from,
@@ -245,7 +313,32 @@ pub async fn inspect(
         headers,
         history: history.into_iter().map(Into::into).collect(),
         events,
-    }))
+    })
+}
+
+/// The dead letters one message became through its replays, oldest
+/// first: up the `replayed_from` links to the first dead-lettering, then
+/// down to every replay of it (for messages without a purchase id).
+async fn replay_chain<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+) -> Result<Vec<dead_letter::Model>, sea_orm::DbErr> {
+    dead_letter::Entity::find()
+        .from_raw_sql(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "WITH RECURSIVE up AS ( \
+                 SELECT id, replayed_from FROM dead_letters WHERE id = $1 \
+                 UNION SELECT d.id, d.replayed_from FROM dead_letters d JOIN up ON d.id = up.replayed_from \
+             ), down AS ( \
+                 SELECT id FROM up WHERE replayed_from IS NULL \
+                 UNION SELECT d.id FROM dead_letters d JOIN down ON d.replayed_from = down.id \
+             ) \
+             SELECT * FROM dead_letters WHERE id IN (SELECT id FROM down) \
+             ORDER BY dead_lettered_at, id",
+            [id.into()],
+        ))
+        .all(db)
+        .await
 }
 
 async fn record_event<C: ConnectionTrait>(
@@ -271,7 +364,7 @@ async fn pending_dead_letter(state: &AppState, id: Uuid) -> ApiResult<dead_lette
         .ok_or_else(|| ApiError::NotFound("no such dead letter".into()))?;
     if dl.state != "pending" {
         return Err(ApiError::Conflict {
-            code: "DEAD_LETTER_RESOLVED",
+            code: ConflictCode::DeadLetterResolved,
             message: format!("this dead letter was already {}", dl.state),
         });
     }
@@ -289,6 +382,14 @@ async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiRe
         .direct_get(dl.dlq_sequence as u64)
         .await
         .map_err(|e| {
+            if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound {
+                return ApiError::Conflict {
+                    code: ConflictCode::DeadLetterExpired,
+                    message: "this dead letter's message is no longer in PURCHASES_DLQ (older \
+                              than GIFTCARD_DLQ_MAX_AGE_DAYS); it cannot be replayed: discard it"
+                        .into(),
+                };
+            }
             tracing::warn!(error = %e, dead_letter = %dl.id, "cannot read dead letter");
             ApiError::Unavailable("the dead-letter stream is unavailable; retry shortly".into())
         })?;
@@ -301,7 +402,7 @@ async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiRe
         .verify(signature_of(Some(&raw.headers)), &original)
     {
         return Err(ApiError::Conflict {
-            code: "DEAD_LETTER_NOT_AUTHENTIC",
+            code: ConflictCode::DeadLetterNotAuthentic,
             message: format!(
                 "this dead letter cannot be replayed: {e} (it was not published by an api \
                  holding GIFTCARD_MESSAGE_SECRET, or its secret was retired since); discard it"
@@ -371,54 +472,236 @@ async fn republish(state: &AppState, dl: &dead_letter::Model, by: &str) -> ApiRe
     Ok(())
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct ReplayResult {
     pub replayed: u64,
     /// Dead letters left pending because their message was not signed by
     /// an api (forgeries, or signed with a retired secret): discard them.
-    #[serde(default)]
     pub not_authentic: u64,
+    /// Dead letters left pending because their message is past the
+    /// dead-letter stream's retention: discard them.
+    pub expired: u64,
 }
 
 /// Replay one dead letter.
 #[utoipa::path(post, path = "/v1/admin/dead-letters/{id}/replay", tag = "dead-letters",
     params(("id" = String, Path, format = Uuid)),
-    responses((status = 202, body = ReplayResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 202, body = ReplayResult), (status = 404, body = ErrorBody),
+        (status = 409, description = "DEAD_LETTER_RESOLVED, DEAD_LETTER_NOT_AUTHENTIC or DEAD_LETTER_EXPIRED", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn replay(
     State(state): State<AppState>,
     Admin(admin): Admin,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<ReplayResult>)> {
-    let dl = pending_dead_letter(&state, id).await?;
-    republish(&state, &dl, admin.user.as_str()).await?;
+    replay_one(&state, id, admin.user.as_str()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ReplayResult {
             replayed: 1,
-            not_authentic: 0,
+            ..Default::default()
         }),
     ))
 }
+
+/// Replays one pending dead letter on behalf of `by` (recorded as the
+/// actor): 404 if there is none, 409 `DEAD_LETTER_RESOLVED` if it is no
+/// longer pending, 409 `DEAD_LETTER_NOT_AUTHENTIC` if no api signed it,
+/// 409 `DEAD_LETTER_EXPIRED` if its message is past the stream's retention.
+pub async fn replay_one(state: &AppState, id: Uuid, by: &str) -> ApiResult<()> {
+    let dl = pending_dead_letter(state, id).await?;
+    republish(state, &dl, by).await
+}
+
+/// Where a bulk replay has got to: the last dead letter it handled, in
+/// original stream order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayCursor {
+    pub original_sequence: i64,
+    pub id: Uuid,
+}
+
+impl ReplayCursor {
+    /// `<original sequence>.<id>`, as forms and cursors carry it.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.original_sequence, self.id)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (seq, id) = s.split_once('.')?;
+        Some(Self {
+            original_sequence: seq.parse().ok()?,
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// Where a bulk replay that begins now ends: the last dead letter indexed
+/// so far (its `PURCHASES_DLQ` sequence). A replay that is dead-lettered
+/// again lands after it, so one bulk replay never loops on poison.
+pub async fn replay_bound(state: &AppState) -> ApiResult<i64> {
+    #[derive(FromQueryResult)]
+    struct Last {
+        upto: i64,
+    }
+    let last = Last::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT COALESCE(max(dlq_sequence), 0) AS upto FROM dead_letters",
+    ))
+    .one(&state.db)
+    .await?;
+    Ok(last.map_or(0, |l| l.upto))
+}
+
+/// A batch stops taking on dead letters after this long.
+const BATCH_TIME: Duration = Duration::from_secs(10);
+
+/// What one batch of a bulk replay did.
+#[derive(Debug, Default)]
+pub struct ReplayStep {
+    pub result: ReplayResult,
+    /// Where the next batch starts (the last dead letter handled).
+    pub next: Option<ReplayCursor>,
+    /// Pending dead letters of the bulk replay after `next`.
+    pub remaining: u64,
+    /// Why the batch stopped early, if it did (the counts stand).
+    pub stopped: Option<ErrorDetail>,
+}
+
+/// One batch of a bulk replay: replays up to `limit` pending dead letters
+/// that `filter` covers, indexed up to `upto` (see [`replay_bound`]),
+/// after `after`, in original stream order (so each card's purchases go
+/// back in the order they first came), for about ten seconds at most. A
+/// dead letter that is not authentic or past the stream's retention stays
+/// pending, is counted, and the cursor moves past it. An error on the
+/// first dead letter is the answer; a later one stops the batch and is
+/// reported in `stopped`. Every replay is recorded with `by` as the actor.
+pub async fn replay_batch(
+    state: &AppState,
+    filter: &Filter,
+    upto: i64,
+    after: Option<ReplayCursor>,
+    limit: u64,
+    by: &str,
+) -> ApiResult<ReplayStep> {
+    let rows = pending_after(filter, upto, after)
+        .order_by_asc(dead_letter::Column::OriginalSequence)
+        .order_by_asc(dead_letter::Column::Id)
+        .limit(limit)
+        .all(&state.db)
+        .await?;
+    let started = Instant::now();
+    let mut step = ReplayStep {
+        next: after,
+        ..Default::default()
+    };
+    for (done, dl) in rows.iter().enumerate() {
+        if started.elapsed() > BATCH_TIME {
+            break;
+        }
+        match republish(state, dl, by).await {
+            Ok(()) => step.result.replayed += 1,
+            Err(ApiError::Conflict {
+                code: ConflictCode::DeadLetterNotAuthentic,
+                ..
+            }) => step.result.not_authentic += 1,
+            Err(ApiError::Conflict {
+                code: ConflictCode::DeadLetterExpired,
+                ..
+            }) => step.result.expired += 1,
+            Err(e) if done == 0 => return Err(e),
+            Err(e) => {
+                let (_, code) = e.status_and_code();
+                step.stopped = Some(ErrorDetail {
+                    code: code.to_owned(),
+                    message: e.to_string(),
+                });
+                break;
+            }
+        }
+        step.next = Some(ReplayCursor {
+            original_sequence: dl.original_sequence,
+            id: dl.id,
+        });
+    }
+    step.remaining = pending_after(filter, upto, step.next)
+        .count(&state.db)
+        .await?;
+    Ok(step)
+}
+
+/// The pending dead letters of a bulk replay (see [`replay_batch`]).
+pub fn pending_after(
+    filter: &Filter,
+    upto: i64,
+    after: Option<ReplayCursor>,
+) -> sea_orm::Select<dead_letter::Entity> {
+    use dead_letter::Column as C;
+    let pending = Filter {
+        state: Some("pending"),
+        ..filter.clone()
+    };
+    let mut q = pending.select().filter(C::DlqSequence.lte(upto));
+    if let Some(c) = after {
+        q = q.filter(
+            Condition::any()
+                .add(C::OriginalSequence.gt(c.original_sequence))
+                .add(
+                    Condition::all()
+                        .add(C::OriginalSequence.eq(c.original_sequence))
+                        .add(C::Id.gt(c.id)),
+                ),
+        );
+    }
+    q
+}
+
+/// Most dead letters one replay-all call takes on, and the default.
+const BATCH_MAX: u64 = 500;
+const BATCH_DEFAULT: u64 = 100;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayAll {
     #[schema(value_type = Option<String>, format = Uuid)]
     pub gift_card_id: Option<Uuid>,
+    /// Most dead letters this call takes on: 1..=500, default 100.
+    #[schema(minimum = 1, maximum = 500)]
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous call, to go on where it stopped.
+    pub cursor: Option<String>,
 }
 
-/// Replay every pending dead letter (of one card, if given), oldest first.
+/// What one replay-all call did, and where the next one goes on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayBatch {
+    #[serde(flatten)]
+    pub result: ReplayResult,
+    /// Pending dead letters (of the card) after this batch, not yet taken
+    /// on by this pass (those left pending above are not counted).
+    pub remaining: u64,
+    /// Pass as `cursor` to go on; null when this pass is done.
+    pub next_cursor: Option<String>,
+    /// Why the batch stopped early, if it did (the counts above stand;
+    /// call again with `next_cursor` once the cause is fixed).
+    pub stopped: Option<ErrorDetail>,
+}
+
+/// Replay pending dead letters (of one card, if given) in original stream
+/// order: at most `limit` and about 10 s worth per call; the answer says
+/// how many were replayed and how many remain, and `next_cursor` goes on.
+/// A pass covers the dead letters indexed when its first call began.
 #[utoipa::path(post, path = "/v1/admin/dead-letters/replay", tag = "dead-letters",
     request_body = ReplayAll,
-    responses((status = 202, body = ReplayResult)),
+    responses((status = 202, body = ReplayBatch)),
     security(("bearer" = [])))]
 pub async fn replay_all(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<ReplayResult>)> {
-    let filter: ReplayAll = if body.iter().all(u8::is_ascii_whitespace) {
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<(StatusCode, Json<ReplayBatch>)> {
+    let body = body.map_err(|e| json_rejection(JsonRejection::BytesRejection(e)))?;
+    let wanted: ReplayAll = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayAll::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
@@ -431,29 +714,75 @@ pub async fn replay_all(
             }
         })?
     };
-    let mut q = dead_letter::Entity::find().filter(dead_letter::Column::State.eq("pending"));
-    if let Some(card) = filter.gift_card_id {
-        q = q.filter(dead_letter::Column::GiftCardId.eq(card));
+    let limit = wanted.limit.unwrap_or(BATCH_DEFAULT);
+    if !(1..=BATCH_MAX).contains(&limit) {
+        return Err(ApiError::Unprocessable(format!(
+            "limit must be between 1 and {BATCH_MAX}"
+        )));
     }
-    let rows = q
-        .order_by_asc(dead_letter::Column::OriginalSequence)
-        .all(&state.db)
-        .await?;
-    let mut result = ReplayResult {
-        replayed: 0,
-        not_authentic: 0,
+    let pass = match wanted.cursor.as_deref() {
+        Some(c) => Pass::decode(c)
+            .ok_or_else(|| ApiError::BadRequest("cursor is not one this api issued".into()))?,
+        None => Pass {
+            upto: replay_bound(&state).await?,
+            after: None,
+        },
     };
-    for dl in rows {
-        match republish(&state, &dl, admin.user.as_str()).await {
-            Ok(()) => result.replayed += 1,
-            Err(ApiError::Conflict {
-                code: "DEAD_LETTER_NOT_AUTHENTIC",
-                ..
-            }) => result.not_authentic += 1,
-            Err(e) => return Err(e),
+    let filter = Filter {
+        gift_card_id: wanted.gift_card_id,
+        ..Default::default()
+    };
+    let step = replay_batch(
+        &state,
+        &filter,
+        pass.upto,
+        pass.after,
+        limit,
+        admin.user.as_str(),
+    )
+    .await?;
+    let next_cursor = (step.remaining > 0).then(|| {
+        Pass {
+            upto: pass.upto,
+            after: step.next,
         }
+        .encode()
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ReplayBatch {
+            result: step.result,
+            remaining: step.remaining,
+            next_cursor,
+            stopped: step.stopped,
+        }),
+    ))
+}
+
+/// Where a replay-all pass is, carried in its opaque cursor.
+struct Pass {
+    upto: i64,
+    after: Option<ReplayCursor>,
+}
+
+impl Pass {
+    fn encode(&self) -> String {
+        let after = self.after.map(|c| c.encode()).unwrap_or_default();
+        hex::encode(format!("{}|{after}", self.upto))
     }
-    Ok((StatusCode::ACCEPTED, Json(result)))
+
+    fn decode(s: &str) -> Option<Self> {
+        let raw = String::from_utf8(hex::decode(s).ok()?).ok()?;
+        let (upto, after) = raw.split_once('|')?;
+        let after = match after {
+            "" => None,
+            a => Some(ReplayCursor::decode(a)?),
+        };
+        Some(Self {
+            upto: upto.parse().ok()?,
+            after,
+        })
+    }
 }
 
 /// Discard a dead letter: its purchase becomes `failed` with `DISCARDED`.
@@ -466,20 +795,27 @@ pub async fn discard(
     Admin(admin): Admin,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let dl = pending_dead_letter(&state, id).await?;
+    discard_one(&state, id, admin.user.as_str()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Discards one pending dead letter on behalf of `by` (recorded as the
+/// actor): its purchase, if any, becomes `failed` with `DISCARDED`.
+pub async fn discard_one(state: &AppState, id: Uuid, by: &str) -> ApiResult<()> {
+    let dl = pending_dead_letter(state, id).await?;
     let txn = sea_orm::TransactionTrait::begin(&state.db).await?;
     let claimed = txn
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE dead_letters SET state = 'discarded', resolved_at = now(), resolved_by = $2 \
              WHERE id = $1 AND state = 'pending'",
-            [id.into(), admin.user.as_str().into()],
+            [id.into(), by.into()],
         ))
         .await?
         .rows_affected();
     if claimed == 0 {
         return Err(ApiError::Conflict {
-            code: "DEAD_LETTER_RESOLVED",
+            code: ConflictCode::DeadLetterResolved,
             message: "this dead letter was resolved concurrently".into(),
         });
     }
@@ -487,7 +823,7 @@ pub async fn discard(
         &txn,
         id,
         "discarded",
-        admin.user.as_str(),
+        by,
         "purchase marked failed (DISCARDED)",
     )
     .await?;
@@ -503,6 +839,6 @@ pub async fn discard(
     }
     txn.commit().await?;
     metrics::counter!(crate::telemetry::DLQ_DISCARDED).increment(1);
-    tracing::info!(dead_letter = %id, by = admin.user.as_str(), "dead letter discarded");
-    Ok(StatusCode::NO_CONTENT)
+    tracing::info!(dead_letter = %id, by, "dead letter discarded");
+    Ok(())
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod catalog;
 pub mod dead_letters;
+pub mod docs;
 pub mod ops;
 pub mod partitions;
 pub mod purchases;
@@ -26,7 +27,7 @@ use crate::state::AppState;
         admin::credit_wallet,
         dead_letters::list, dead_letters::inspect, dead_letters::replay, dead_letters::replay_all, dead_letters::discard,
         partitions::list,
-        ops::healthz, ops::readyz, ops::metrics_text, ops::openapi,
+        ops::healthz, ops::readyz, ops::metrics_text, ops::openapi, docs::page,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -60,6 +61,7 @@ pub fn router(with_metrics: bool) -> Router<AppState> {
         .merge(dead_letters::router())
         .merge(partitions::router())
         .merge(ops::router(with_metrics))
+        .merge(docs::router())
         .fallback(|| async { ApiError::NotFound("no such route; see GET /openapi.json".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }

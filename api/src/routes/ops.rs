@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use crate::state::AppState;
 
@@ -71,6 +71,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    let (in_flight, waiting) = state.limits.occupancy();
+    metrics::gauge!(crate::telemetry::IN_FLIGHT).set(in_flight as f64);
+    metrics::gauge!(crate::telemetry::WAITING).set(waiting as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         giftcard_shared::telemetry::render_metrics(&state.metrics),
@@ -80,5 +83,5 @@ pub async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, content_type = "application/json")))]
 pub async fn openapi() -> impl IntoResponse {
-    Json(super::ApiDoc::openapi())
+    Json(crate::openapi::document())
 }

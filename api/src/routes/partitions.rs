@@ -86,6 +86,12 @@ pub async fn list(
     State(state): State<AppState>,
     _admin: Admin,
 ) -> ApiResult<Json<PartitionsReport>> {
+    Ok(Json(report(&state).await?))
+}
+
+/// Reads the report from NATS: every lease, each owner's consumer, the
+/// worker registrations and the dead-letter stream's size.
+pub async fn report(state: &AppState) -> ApiResult<PartitionsReport> {
     let partitions = state.settings.common.partitions;
     let coordination = open_coordination(&state.topology.js).await;
 
@@ -103,7 +109,7 @@ pub async fn list(
         })
         .collect();
     let consumers = futures::stream::iter(names)
-        .map(|name| read_consumer(&state, name))
+        .map(|name| read_consumer(state, name))
         .buffered(CONCURRENCY)
         .try_collect::<Vec<_>>();
     let workers = read_workers(coordination.as_ref());
@@ -137,11 +143,11 @@ pub async fn list(
             redelivered: consumer.map(|c| c.2),
         })
         .collect();
-    Ok(Json(PartitionsReport {
+    Ok(PartitionsReport {
         partitions,
         workers,
         dead_letter_backlog,
-    }))
+    })
 }
 
 /// The live lease of partition `p`, if any.

@@ -34,7 +34,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{idempotency_key, preferred_wait, ApiJson, ApiPath, ApiQuery, Auth};
+use crate::extract::{idempotency_key, preferred_wait, ApiJson, ApiPath, ApiQuery, Auth, MAX_WAIT};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -60,16 +60,24 @@ pub struct CreatePurchase {
     post, path = "/v1/purchases", tag = "purchases",
     request_body = CreatePurchase,
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "1..=255 visible ASCII characters"),
-        ("Prefer" = Option<String>, Header, description = "`wait=<0..=30>` or `respond-async`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1..=255 visible ASCII characters",
+         pattern = "^[!-~]{1,255}$"),
+        ("Prefer" = Option<String>, Header, description = "`wait=<0..=30>` or `respond-async` (RFC 7240; other preferences are ignored)",
+         pattern = "^(respond-async|wait=[0-9]{1,2})$"),
     ),
     responses(
-        (status = 201, description = "succeeded within the wait", body = PurchaseView),
-        (status = 202, description = "durably queued, not finished within the wait", body = PurchaseView),
-        (status = 404, description = "the card does not exist (GIFT_CARD_NOT_FOUND)", body = PurchaseView),
-        (status = 409, description = "failed for a business reason", body = PurchaseView),
-        (status = 422, description = "invalid body or IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
-        (status = 503, description = "the queue could not durably accept it", body = ErrorBody),
+        (status = 201, description = "succeeded within the wait", body = PurchaseView,
+         headers(("Idempotent-Replayed" = String, description = "`true` when answered from an earlier request with the same Idempotency-Key"))),
+        (status = 202, description = "durably queued, not finished within the wait", body = PurchaseView,
+         headers(("Location" = String, description = "`/v1/purchases/<id>`"),
+                 ("Idempotent-Replayed" = String, description = "`true` when an earlier request with the same Idempotency-Key was already queued"))),
+        (status = 404, description = "the card does not exist (the purchase's `error.code` is GIFT_CARD_NOT_FOUND)", body = PurchaseView),
+        (status = 409, description = "failed for a business reason (`error.code` ACTIVATION_CODES_NOT_AVAILABLE, INSUFFICIENT_FUNDS or GIFT_CARD_INACTIVE)", body = PurchaseView),
+        (status = 422, description = "VALIDATION_FAILED (the body breaks a rule) or IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED: more purchases than GIFTCARD_USER_RATE_LIMIT from this user; nothing was queued", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "seconds to wait"))),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the queue could not durably accept it (nothing was queued)", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "seconds to wait"))),
     ),
     security(("bearer" = []))
 )]
@@ -80,6 +88,7 @@ pub async fn create_purchase(
     ApiJson(body): ApiJson<CreatePurchase>,
 ) -> ApiResult<Response> {
     let started = Instant::now();
+    state.limits.check_purchase_rate(&caller.user)?;
     let key = idempotency_key(&headers)?;
     let wait = preferred_wait(&headers, state.settings.default_wait)?;
     let id = purchase_id_for(&caller.user, key.as_ref());
@@ -93,20 +102,119 @@ pub async fn create_purchase(
         user_id: caller.user.as_str().to_owned(),
         gift_card_id: body.gift_card_id,
         quantity: body.quantity.get(),
-        request_hash: hash.clone(),
+        request_hash: hash,
         idempotency_key: key.as_ref().map(|k| k.as_str().to_owned()),
         // Microseconds: what PostgreSQL stores, so every read agrees.
         accepted_at: Utc::now().trunc_subsecs(6),
     };
     let request_id = headers.get(crate::REQUEST_ID).and_then(|v| v.to_str().ok());
+    // Until the message is in the stream, any failure is a 503 ("not
+    // queued"); once it is, the answer is 201/202/404/409 (or 422 for a
+    // reused key), never 503.
+    let accepted = tokio::time::timeout(
+        state.settings.publish_timeout * ACCEPT_PUBLISHES,
+        accept(&state, &message, request_id),
+    )
+    .await
+    .unwrap_or_else(|_| Err(unavailable("no acknowledgement in time")))?;
+    metrics::histogram!(crate::telemetry::ACCEPT_SECONDS).record(started.elapsed().as_secs_f64());
+
+    // Hold the request only while there is room among the waiting ones.
+    let held = (!wait.is_zero())
+        .then(|| state.limits.hold_waiting())
+        .flatten();
+    let wait = if held.is_some() { wait } else { Duration::ZERO };
+    if accepted.duplicate && !wait.is_zero() {
+        // A retry may have missed the reply: look the outcome up too.
+        let poller = state.clone();
+        state
+            .replies
+            .poll_for(id, move || stored_outcome(poller.clone(), id));
+    }
+    let outcome = wait_for_outcome(&state, &mut waiter, wait).await;
+    drop(held);
+    let mut response = match outcome {
+        Some(ReplyOutcome::Completed { purchase }) => {
+            let replayed = accepted.duplicate || purchase.sequence != accepted.purchase.sequence;
+            replayed_if(replayed, terminal_response(*purchase))
+        }
+        Some(ReplyOutcome::IdempotencyKeyReused) => return Err(ApiError::IdempotencyKeyReused),
+        None => {
+            // Only a 202 needs the acceptance recorded: a terminal answer
+            // means the worker already stored the purchase in PostgreSQL.
+            record_accepted(&state, &accepted.purchase).await;
+            pending_response(pending_view(&accepted.purchase))
+        }
+    };
+    if accepted.duplicate {
+        response = replayed_if(true, response);
+    }
+    tracing::debug!(
+        status = response.status().as_u16(),
+        sequence = accepted.purchase.sequence,
+        "purchase answered"
+    );
+    metrics::counter!(crate::telemetry::PURCHASES, "status" => status_label(response.status()))
+        .increment(1);
+    metrics::histogram!(crate::telemetry::PURCHASE_SECONDS).record(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// The `status` label of [`crate::telemetry::PURCHASES`] (no allocation).
+fn status_label(s: StatusCode) -> &'static str {
+    match s {
+        StatusCode::CREATED => "201",
+        StatusCode::ACCEPTED => "202",
+        StatusCode::NOT_FOUND => "404",
+        _ => "409",
+    }
+}
+
+/// `response` with `Idempotent-Replayed: true` when `replayed`.
+fn replayed_if(replayed: bool, mut response: Response) -> Response {
+    if replayed {
+        response.headers_mut().insert(
+            IDEMPOTENT_REPLAYED,
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+/// Set on a purchase answered from an earlier request with the same
+/// `Idempotency-Key` (already processed or queued).
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// A purchase in the stream: what was accepted, and whether an earlier
+/// request with the same key had already put it there.
+struct Accepted {
+    purchase: AcceptedPurchase,
+    duplicate: bool,
+}
+
+fn unavailable(what: &str) -> ApiError {
+    ApiError::Unavailable(format!(
+        "the purchase queue could not durably accept the request ({what}); nothing was \
+         charged; retry with the same Idempotency-Key"
+    ))
+}
+
+/// Puts the purchase in its card's stream (or finds that an earlier
+/// request with the same key did) and compares the bodies of the two.
+async fn accept(
+    state: &AppState,
+    message: &PurchaseMessage,
+    request_id: Option<&str>,
+) -> ApiResult<Accepted> {
+    let id = message.purchase_id;
     let (mut sequence, mut duplicate) =
-        publish(&state, &message, request_id, &id.to_string()).await?;
+        publish(state, message, request_id, &id.to_string()).await?;
     let mut accepted_at = message.accepted_at;
     if duplicate {
         // Same key within the duplicate window: the stream kept the first
         // request; compare bodies against it.
-        match original_message(&state, sequence).await? {
-            Some(first) if first.request_hash != hash => {
+        match original_message(state, sequence).await? {
+            Some(first) if first.request_hash != message.request_hash => {
                 return Err(ApiError::IdempotencyKeyReused)
             }
             Some(first) => accepted_at = first.accepted_at,
@@ -120,41 +228,22 @@ pub async fn create_purchase(
                     "a forged message holds this purchase's id; publishing under a fresh one"
                 );
                 let fresh = format!("{id}:{}", Uuid::new_v4().simple());
-                (sequence, duplicate) = publish(&state, &message, request_id, &fresh).await?;
+                (sequence, duplicate) = publish(state, message, request_id, &fresh).await?;
             }
         }
     }
-    let accepted = AcceptedPurchase {
-        purchase_id: id,
-        user_id: message.user_id.clone(),
-        gift_card_id: message.gift_card_id,
-        quantity: message.quantity,
-        request_hash: hash,
-        sequence,
-        accepted_at,
-    };
-    metrics::histogram!(crate::telemetry::ACCEPT_SECONDS).record(started.elapsed().as_secs_f64());
-
-    let outcome = wait_for_outcome(&state, &mut waiter, id, wait, duplicate).await;
-    let response = match outcome {
-        Some(ReplyOutcome::Completed { purchase }) => terminal_response(*purchase),
-        Some(ReplyOutcome::IdempotencyKeyReused) => return Err(ApiError::IdempotencyKeyReused),
-        None => {
-            // Only a 202 needs the acceptance recorded: a terminal answer
-            // means the worker already stored the purchase in PostgreSQL.
-            record_accepted(&state, &accepted).await;
-            pending_response(pending_view(&accepted))
-        }
-    };
-    tracing::debug!(
-        status = response.status().as_u16(),
-        sequence,
-        "purchase answered"
-    );
-    metrics::counter!(crate::telemetry::PURCHASES, "status" => response.status().as_u16().to_string())
-        .increment(1);
-    metrics::histogram!(crate::telemetry::PURCHASE_SECONDS).record(started.elapsed().as_secs_f64());
-    Ok(response)
+    Ok(Accepted {
+        purchase: AcceptedPurchase {
+            purchase_id: id,
+            user_id: message.user_id.clone(),
+            gift_card_id: message.gift_card_id,
+            quantity: message.quantity,
+            request_hash: message.request_hash.clone(),
+            sequence,
+            accepted_at,
+        },
+        duplicate,
+    })
 }
 
 /// Publishes and waits for the PubAck: `(stream sequence, was duplicate)`.
@@ -164,12 +253,6 @@ async fn publish(
     request_id: Option<&str>,
     msg_id: &str,
 ) -> ApiResult<(u64, bool)> {
-    let unavailable = |what: &str| {
-        ApiError::Unavailable(format!(
-            "the purchase queue could not durably accept the request ({what}); nothing was \
-             charged; retry with the same Idempotency-Key"
-        ))
-    };
     let payload = serde_json::to_vec(m).map_err(|e| ApiError::Internal(e.into()))?;
     let subject = purchase_subject(m.gift_card_id, state.settings.common.partitions);
     let reply_to = state.replies.subject_for(m.purchase_id);
@@ -250,71 +333,84 @@ async fn original_message(state: &AppState, sequence: u64) -> ApiResult<Option<P
 }
 
 /// Records the acceptance so that `GET` reads `pending` before the worker
-/// wrote anything. Retries briefly: the message is already queued, so a
-/// failure here must not turn into an error answer.
+/// wrote anything. Retries briefly, for at most 2 s: the message is already
+/// queued, so a failure here must not turn into an error answer.
 async fn record_accepted(state: &AppState, a: &AcceptedPurchase) {
     let value = match serde_json::to_vec(a) {
         Ok(v) => v,
         Err(e) => return tracing::error!(error = %e, "cannot encode acceptance"),
     };
-    for attempt in 0..3u32 {
-        match state
-            .topology
-            .accepted
-            .create(a.purchase_id.to_string(), value.clone().into())
-            .await
-        {
-            Ok(_) => return,
-            Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
-                return
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, attempt, purchase_id = %a.purchase_id, "recording acceptance failed");
-                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+    let attempts = async {
+        for attempt in 0..3u32 {
+            match state
+                .topology
+                .accepted
+                .create(a.purchase_id.to_string(), value.clone().into())
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+                    return
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, purchase_id = %a.purchase_id, "recording acceptance failed");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
             }
         }
+    };
+    if tokio::time::timeout(RECORD_ACCEPTED_TIMEOUT, attempts)
+        .await
+        .is_err()
+    {
+        tracing::warn!(purchase_id = %a.purchase_id, "recording acceptance timed out");
     }
 }
 
-/// Waits for the worker's reply, at most `wait` and never past the api's
-/// shutdown. A retry of an earlier request (duplicate) may have missed the
-/// reply, so it also polls PostgreSQL.
+/// Publish timeouts the acceptance of a purchase may take.
+const ACCEPT_PUBLISHES: u32 = 2;
+
+/// The longest [`record_accepted`] takes.
+const RECORD_ACCEPTED_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest [`create_purchase`] takes with this publish timeout: its
+/// acceptance (bounded by twice the publish timeout: a publish, and a
+/// second one under a fresh id if a forgery held the first), the longest
+/// wait, and the recording of a 202.
+pub fn longest(publish_timeout: Duration) -> Duration {
+    publish_timeout * ACCEPT_PUBLISHES + MAX_WAIT + RECORD_ACCEPTED_TIMEOUT
+}
+
+/// The outcome of purchase `id` if PostgreSQL has it (the poller of a
+/// retried request): on the polling pool, and not while PostgreSQL is
+/// known to be down.
+async fn stored_outcome(state: AppState, id: Uuid) -> Option<PurchaseReply> {
+    if !state.db_up() {
+        return None;
+    }
+    let (view, model) = load(&state.poll_db, id).await.ok()??;
+    (model.status != PurchaseStatus::DeadLettered.as_str()).then(|| PurchaseReply {
+        v: MESSAGE_VERSION,
+        purchase_id: id,
+        outcome: ReplyOutcome::Completed {
+            purchase: Box::new(view),
+        },
+    })
+}
+
+/// Waits for the purchase's outcome (the worker's reply, or the poller's
+/// find), at most `wait` and never past the api's shutdown.
 async fn wait_for_outcome(
     state: &AppState,
     waiter: &mut crate::replies::Waiter,
-    id: Uuid,
     wait: Duration,
-    poll: bool,
 ) -> Option<ReplyOutcome> {
     if wait.is_zero() {
         return None;
     }
-    let deadline = tokio::time::Instant::now() + wait;
-    let polling = async {
-        if !poll {
-            return futures::future::pending::<PurchaseReply>().await;
-        }
-        loop {
-            if state.db_up() {
-                if let Ok(Some((view, model))) = load(&state.db, id).await {
-                    if model.status != PurchaseStatus::DeadLettered.as_str() {
-                        return PurchaseReply {
-                            v: MESSAGE_VERSION,
-                            purchase_id: id,
-                            outcome: ReplyOutcome::Completed {
-                                purchase: Box::new(view),
-                            },
-                        };
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
     tokio::select! {
         r = waiter.recv() => r.map(|r| r.outcome),
-        r = polling => Some(r.outcome),
-        _ = tokio::time::sleep_until(deadline) => None,
+        _ = tokio::time::sleep(wait) => None,
         _ = state.shutdown.cancelled() => {
             // Shutting down: answer 202 now rather than hold the drain;
             // the purchase is queued and the client polls its Location.
@@ -363,12 +459,17 @@ pub async fn get_purchase(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<PurchaseView>> {
     let visible = |owner: &str| caller.admin || owner == caller.user.as_str();
+    match find(&state, id).await? {
+        Some(view) if visible(&view.user_id) => Ok(Json(view)),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+/// A purchase, whoever bought it: as stored by the worker, else as
+/// accepted and still queued (the acceptance bucket), else None.
+pub async fn find(state: &AppState, id: Uuid) -> ApiResult<Option<PurchaseView>> {
     if let Some((view, _)) = load(&state.db, id).await? {
-        return if visible(&view.user_id) {
-            Ok(Json(view))
-        } else {
-            Err(ApiError::not_found())
-        };
+        return Ok(Some(view));
     }
     let entry = state
         .topology
@@ -376,10 +477,9 @@ pub async fn get_purchase(
         .get(id.to_string())
         .await
         .map_err(|_| ApiError::Unavailable("the queue is unavailable; retry shortly".into()))?;
-    match entry.and_then(|b| serde_json::from_slice::<AcceptedPurchase>(&b).ok()) {
-        Some(a) if visible(&a.user_id) => Ok(Json(pending_view(&a))),
-        _ => Err(ApiError::not_found()),
-    }
+    Ok(entry
+        .and_then(|b| serde_json::from_slice::<AcceptedPurchase>(&b).ok())
+        .map(|a| pending_view(&a)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -120,14 +120,14 @@ async fn reconcile(
         else {
             continue;
         };
-        let (api, cfg, a) = (api.clone(), std::sync::Arc::clone(&cfg), a.clone());
+        let (mut conn, cfg, a) = (api.connect(), std::sync::Arc::clone(&cfg), a.clone());
         if jobs.len() >= cfg.clients.max(1) {
             results.extend(jobs.join_next().await);
         }
         jobs.spawn(async move {
             match id {
                 Some(id) => {
-                    match follow(&api, a.user, id, Instant::now() + RESOLVE_TIMEOUT).await {
+                    match follow(&mut conn, a.user, id, Instant::now() + RESOLVE_TIMEOUT).await {
                         Ok(p) => (i, AttemptResult::Terminal(p), None),
                         Err(last) => (
                             i,
@@ -141,7 +141,7 @@ async fn reconcile(
                     }
                 }
                 None => {
-                    let retry = buy(&api, &cfg, Instant::now(), a.user, a.card, a.key).await;
+                    let retry = buy(&mut conn, &cfg, Instant::now(), a.user, a.card, a.key).await;
                     (i, retry.result, retry.status)
                 }
             }
@@ -182,8 +182,8 @@ async fn wallets(api: &Api, cfg: &Config, wins: &[(&Attempt, &Purchase)]) -> (u6
     let mut jobs = JoinSet::new();
     let mut out = (0, Vec::new());
     for (u, user) in cfg.seed.users.iter().enumerate() {
-        let (api, expected, name) = (api.clone(), user.credit - spent[u], user.id.clone());
-        jobs.spawn(async move { (name, expected, api.balance(u).await) });
+        let (mut conn, expected, name) = (api.connect(), user.credit - spent[u], user.id.clone());
+        jobs.spawn(async move { (name, expected, conn.balance(u).await) });
         if jobs.len() >= cfg.clients.max(1) {
             tally(jobs.join_next().await, &mut out);
         }

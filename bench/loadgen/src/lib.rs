@@ -1,9 +1,12 @@
-//! Load generator for the gift-card purchase HTTP contract (v1, served by the api at
-//! `GET /openapi.json`).
+//! Load generator for the gift-card purchase HTTP contract (`docs/api.md`).
 //!
 //! It speaks only the public contract, so it can drive the real api (which may
 //! answer `202` and is then followed by polling `GET /v1/purchases/{id}`) and
 //! the synchronous "peer" servers (`201`/`409`/`404`) alike.
+//!
+//! Every client owns one keep-alive connection and buys as its own share of
+//! the seed's users (see [`load::users_of`]), so the load generator adds no
+//! wallet contention of its own.
 //!
 //! * [`Scenario::Hot`]: every client buys 1 unit of the seed's first card.
 //! * [`Scenario::Spread`]: every request picks a uniformly random card.
@@ -12,12 +15,15 @@
 //!
 //! Latencies (send until terminal result, polling included) go into HDR
 //! histograms; after the run the invariants (unique activation codes, stock,
-//! exact wallets, arrival order) are checked through the API. Call [`run`]
+//! exact wallets, arrival order) are checked through the API. The CPU time
+//! of the load generator and of the processes given with `--watch`, over
+//! the measured window, goes into the report too ([`cpu`]). Call [`run`]
 //! in-process or use the `giftcard-loadgen` binary.
 
 pub mod api;
 mod check;
-mod load;
+pub mod cpu;
+pub mod load;
 mod order;
 pub mod report;
 pub mod seed;
@@ -52,7 +58,7 @@ pub struct Config {
     pub secret: String,
     pub seed: Seed,
     pub scenario: Scenario,
-    /// Concurrent clients; client `i` acts as `seed.users[i % users.len()]`.
+    /// Concurrent clients; client `i` buys as users `i`, `i + clients`, … in turn.
     pub clients: usize,
     /// Measured window (hot/spread).
     pub duration: Duration,
@@ -69,6 +75,8 @@ pub struct Config {
     pub check: bool,
     /// Draw an indicatif progress bar on stderr.
     pub progress: bool,
+    /// Processes whose CPU time over the measured window is reported.
+    pub watch: Vec<cpu::Watch>,
 }
 
 impl Config {
@@ -93,6 +101,7 @@ impl Config {
             label: String::new(),
             check: true,
             progress: false,
+            watch: Vec::new(),
         }
     }
 
@@ -147,5 +156,6 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         sent: attempts.len() as u64,
         measured: measured.measured,
         outcomes: measured.outcomes,
+        cpu_seconds: outcome.cpu_seconds,
     })
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use giftcard_loadgen::cpu::Watch;
 use giftcard_loadgen::{run, Config, Scenario, Seed};
 
 /// Drives POST /v1/purchases, follows 202s, reports latency/throughput and checks invariants.
@@ -54,12 +55,33 @@ struct Args {
     /// Show a progress bar on stderr.
     #[arg(long)]
     progress: bool,
+    /// Report this process's CPU time over the measured window: NAME=PID,
+    /// or NAME=tree:PID for a process with its descendants (PostgreSQL).
+    /// Repeatable.
+    #[arg(long)]
+    watch: Vec<Watch>,
+    /// Runtime threads. One thread is the cheapest: no work stealing, no
+    /// cross-thread wake-ups.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     giftcard_shared::tls::install_crypto_provider();
-    match main_inner().await {
+    let args = Args::parse();
+    let runtime = match args.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let result = runtime
+        .context("starting the tokio runtime")
+        .and_then(|rt| rt.block_on(main_inner(args)));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("giftcard-loadgen: {e:#}");
@@ -68,8 +90,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn main_inner() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn main_inner(args: Args) -> anyhow::Result<()> {
     let seed = Seed::load(&args.seed)?;
     let mut config = Config::new(args.api_url, args.secret, seed, args.scenario);
     config.clients = args.clients;
@@ -81,6 +102,7 @@ async fn main_inner() -> anyhow::Result<()> {
     config.label = args.label;
     config.check = !args.no_check;
     config.progress = args.progress;
+    config.watch = args.watch;
 
     let report = run(config).await?;
     if let Some(path) = &args.out {

@@ -38,6 +38,10 @@ pub struct Report {
     /// Extension: terminal purchase `status` of the measured requests.
     #[serde(default)]
     pub outcomes: BTreeMap<String, u64>,
+    /// Extension: CPU seconds (user + system) over the measured window, by
+    /// process (`loadgen` is the load generator itself).
+    #[serde(default)]
+    pub cpu_seconds: BTreeMap<String, f64>,
 }
 
 /// Latency from send until terminal result, in milliseconds.

@@ -20,7 +20,8 @@ pub struct Attempt {
     pub user: usize,
     /// Index into `seed.cards`.
     pub card: usize,
-    pub key: String,
+    /// The `Idempotency-Key` sent (reused to settle an unknown outcome).
+    pub key: Uuid,
     /// Offset from the start of the run when the POST was sent.
     pub started: Duration,
     /// Offset when the terminal result (or the error) was known.
@@ -151,7 +152,7 @@ mod tests {
         Attempt {
             user: 0,
             card: 0,
-            key: String::new(),
+            key: Uuid::nil(),
             started: Duration::from_millis(started_ms),
             finished: Duration::from_millis(started_ms + took_ms),
             status,

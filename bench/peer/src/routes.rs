@@ -90,23 +90,17 @@ async fn create_purchase(
     result.map(|(view, _)| terminal_response(view))
 }
 
+/// A retry of a stored key is not looked up first (that would cost every
+/// purchase a round trip): its purchase row collides with the stored one,
+/// the attempt rolls back, and the stored purchase is answered (or refused
+/// if the body differs).
 async fn answer(state: &AppState, req: &Request) -> PeerResult<(PurchaseView, Outcome)> {
-    // A retry of a stored key is answered as stored (or refused if the body
-    // differs); without a key the id is fresh, so there is nothing to find.
-    if req.key.is_some() {
-        if let Some((view, model)) = load(&state.db, req.id).await? {
-            if model.request_hash != req.hash {
-                return Err(PeerError::IdempotencyKeyReused);
-            }
-            return Ok((view, Outcome::Replayed));
-        }
-    }
     let policy = Policy {
         strategy: state.strategy,
         retries: state.retries,
         retry_delay: state.retry_delay,
     };
-    strategies::purchase(&state.db, policy, &state.metrics, req).await
+    strategies::purchase(&state.db, policy, &state.metrics, &state.cursors, req).await
 }
 
 /// 201 succeeded, 404 unknown card, 409 any other failure.

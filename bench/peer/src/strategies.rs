@@ -1,8 +1,13 @@
 //! The four ways the peer keeps concurrent buyers of one card from taking
 //! the same activation code, each purchase one READ COMMITTED transaction
 //! (default durability) that reads the card, takes the codes, debits the
-//! wallet and stores the ledger entry and the purchase row.
+//! wallet and stores the ledger entry and the purchase row: in one round
+//! trip for `skip-locked` and `advisory-lock` ([`crate::buy`]), statement
+//! by statement for the optimistic ones (their row-version check and retry
+//! policy are the point of them).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use giftcard_shared::contract::PurchaseView;
@@ -11,6 +16,7 @@ use giftcard_shared::purchases::{load, view_of};
 use rust_decimal::Decimal;
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 
+use crate::buy::{self, Bought, Cursor};
 use crate::errors::{is_concurrency_abort, PeerError};
 use crate::metrics::{Metrics, Outcome};
 use crate::store::{self, Failure, Request, CONCURRENCY_CONFLICT};
@@ -24,10 +30,11 @@ pub enum Strategy {
     /// As `optimistic`, on random available code(s).
     OptimisticRandom,
     /// A transaction-scoped advisory lock per card, then the first
-    /// available code(s); no retries.
+    /// available code(s); no retries. One round trip.
     AdvisoryLock,
-    /// One `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)` claims
-    /// the first code(s) no other transaction holds; no retries.
+    /// One `UPDATE … WHERE id = ANY (ARRAY(SELECT … FOR UPDATE SKIP
+    /// LOCKED))` claims the first code(s) no other transaction holds; no
+    /// retries. One round trip.
     SkipLocked,
 }
 
@@ -43,6 +50,24 @@ impl Strategy {
 
     fn retries_conflicts(self) -> bool {
         matches!(self, Self::Optimistic | Self::OptimisticRandom)
+    }
+}
+
+/// Per card, the last code this peer claimed (see [`crate::buy`]): a hint
+/// where the next claim's scan starts.
+#[derive(Debug, Default)]
+pub struct Cursors(Mutex<HashMap<uuid::Uuid, Cursor>>);
+
+impl Cursors {
+    fn get(&self, card: uuid::Uuid) -> Option<Cursor> {
+        self.0.lock().ok()?.get(&card).copied()
+    }
+
+    fn advance(&self, card: uuid::Uuid, to: Cursor) {
+        if let Ok(mut m) = self.0.lock() {
+            let c = m.entry(card).or_insert(to);
+            *c = (*c).max(to);
+        }
     }
 }
 
@@ -74,30 +99,34 @@ enum Attempt {
 }
 
 /// Runs one purchase to its terminal state: `(view, outcome)`, or
-/// `IdempotencyKeyReused` if a concurrent request stored another body
-/// under the same key.
+/// `IdempotencyKeyReused` if a request stored another body under the same
+/// key. A key already stored is answered as stored.
 pub async fn purchase(
     db: &DatabaseConnection,
     policy: Policy,
     metrics: &Metrics,
+    cursors: &Cursors,
     req: &Request,
 ) -> Result<(PurchaseView, Outcome), PeerError> {
-    let mut retried = 0;
-    let (failure, unit) = loop {
-        match attempt(db, policy.strategy, req).await? {
-            Attempt::Done(view) => return Ok((view, Outcome::Succeeded)),
-            Attempt::Duplicate => return stored(db, req).await,
-            Attempt::Failed(f, unit) => break (f, unit),
-            Attempt::Conflict(unit) => {
-                Metrics::inc(&metrics.conflicts);
-                if policy.strategy.retries_conflicts() && retried < policy.retries {
-                    retried += 1;
-                    Metrics::inc(&metrics.retries);
-                    tokio::time::sleep(policy.retry_delay).await;
-                    continue;
+    let (failure, unit) = match policy.strategy {
+        Strategy::SkipLocked | Strategy::AdvisoryLock => {
+            let lock_card = policy.strategy == Strategy::AdvisoryLock;
+            match buy::buy(db, req, lock_card, cursors.get(req.card)).await? {
+                Bought::Done { codes, unit, last } => {
+                    if let Some(last) = last {
+                        cursors.advance(req.card, last);
+                    }
+                    let model = store::model(req, None, Some(unit));
+                    return Ok((view_of(&model, codes), Outcome::Succeeded));
                 }
-                Metrics::inc(&metrics.conflict_failures);
-                break (CONCURRENCY_CONFLICT, unit);
+                Bought::Duplicate => return stored(db, req).await,
+                Bought::Failed(f, unit) => (f, unit),
+            }
+        }
+        Strategy::Optimistic | Strategy::OptimisticRandom => {
+            match versioned_with_retries(db, policy, metrics, req).await? {
+                Ok(done) => return Ok(done),
+                Err(failed) => failed,
             }
         }
     };
@@ -111,6 +140,35 @@ pub async fn purchase(
         view_of(&model, Vec::new()),
         Outcome::of_error_code(Some(failure.code)),
     ))
+}
+
+/// The optimistic strategies: attempts until one commits, fails for a
+/// business reason, or runs out of retries after conflicts.
+async fn versioned_with_retries(
+    db: &DatabaseConnection,
+    policy: Policy,
+    metrics: &Metrics,
+    req: &Request,
+) -> Result<Result<(PurchaseView, Outcome), (Failure, Option<Decimal>)>, PeerError> {
+    let mut retried = 0;
+    loop {
+        match attempt(db, policy.strategy, req).await? {
+            Attempt::Done(view) => return Ok(Ok((view, Outcome::Succeeded))),
+            Attempt::Duplicate => return stored(db, req).await.map(Ok),
+            Attempt::Failed(f, unit) => return Ok(Err((f, unit))),
+            Attempt::Conflict(unit) => {
+                Metrics::inc(&metrics.conflicts);
+                if policy.strategy.retries_conflicts() && retried < policy.retries {
+                    retried += 1;
+                    Metrics::inc(&metrics.retries);
+                    tokio::time::sleep(policy.retry_delay).await;
+                    continue;
+                }
+                Metrics::inc(&metrics.conflict_failures);
+                return Ok(Err((CONCURRENCY_CONFLICT, unit)));
+            }
+        }
+    }
 }
 
 /// The purchase a concurrent request with the same key stored.
@@ -154,15 +212,7 @@ async fn attempt(db: &DatabaseConnection, s: Strategy, req: &Request) -> Result<
 /// The transaction's statements; `Done` is to be committed, the rest
 /// rolled back.
 async fn run(txn: &DatabaseTransaction, s: Strategy, req: &Request) -> Result<Attempt, DbErr> {
-    let step = match s {
-        Strategy::Optimistic => versioned(txn, req, false).await?,
-        Strategy::OptimisticRandom => versioned(txn, req, true).await?,
-        Strategy::AdvisoryLock => {
-            store::lock_card(txn, req.card).await?;
-            versioned(txn, req, false).await?
-        }
-        Strategy::SkipLocked => skip_locked(txn, req).await?,
-    };
+    let step = versioned(txn, req, s == Strategy::OptimisticRandom).await?;
     let (unit, mut codes) = match step {
         Step::Claimed { unit, codes } => (unit, codes),
         Step::Fail(f, unit) => return Ok(Attempt::Failed(f, unit)),
@@ -220,26 +270,4 @@ async fn versioned(txn: &DatabaseTransaction, req: &Request, random: bool) -> Re
         unit,
         codes: codes.into_iter().map(|c| c.code).collect(),
     })
-}
-
-/// One statement claims the codes no other transaction holds, then debit.
-async fn skip_locked(txn: &DatabaseTransaction, req: &Request) -> Result<Step, DbErr> {
-    let unit = match sellable(txn, req).await? {
-        Ok(price) => price,
-        Err(step) => return Ok(step),
-    };
-    let codes = store::claim_skip_locked(txn, req.card, req.qty(), req.id).await?;
-    if codes.len() < req.qty() {
-        return Ok(Step::Fail(
-            FailureCode::ActivationCodesNotAvailable.into(),
-            Some(unit),
-        ));
-    }
-    if !store::debit(txn, &req.user, req.total(unit)).await? {
-        return Ok(Step::Fail(
-            FailureCode::InsufficientFunds.into(),
-            Some(unit),
-        ));
-    }
-    Ok(Step::Claimed { unit, codes })
 }

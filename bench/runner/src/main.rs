@@ -1,24 +1,50 @@
-//! `giftcard-bench`: runs every strategy (the pipeline and the
-//! database-locking peers) through every scenario on one PostgreSQL, one
-//! machine, one run, and writes `report.md`, `results.json` and
-//! `chart.svg` under `bench/results/<timestamp>/` (and `bench/results/latest.*`).
+//! `giftcard-bench`: the whole benchmark on one machine, one PostgreSQL,
+//! one run, in suites:
 //!
-//! - [`targets`]: starting the system under test (pipeline or peer) and
-//!   sampling its memory.
-//! - [`seed`]: fresh database, migrations and data per run.
-//! - [`report`]: the markdown table and the chart.
+//! - `compare`: every strategy (the pipeline and the database-locking
+//!   peers) through every scenario, with each process's CPU time per
+//!   purchase;
+//! - `sql`: what the peers' SQL does without HTTP (`pgbench`, `EXPLAIN`);
+//! - `profile`: flame graphs of the api and the worker under the hot load;
+//! - `soak`: probe, fill a card of 400k codes, probe again;
+//! - `cluster`: the hot scenario on a 3-node NATS cluster, streams R3,
+//!   `sync_interval: always`;
+//! - `scale`: the spread scenario with 1, 2, 4, 8 workers, each held to a
+//!   fixed CPU share by a cgroup.
+//!
+//! It writes `report.md`, `results.json` and `chart.svg` under
+//! `bench/results/<timestamp>/` (and `bench/results/latest.*`).
+//!
+//! Modules: [`runs`] (one measured run), [`targets`] (starting the system
+//! under test, memory), [`seed`] (fresh data per run), [`sqlcheck`],
+//! [`profile`], [`soak`], [`cluster`], [`scale`], [`report`].
 
+mod cluster;
+mod profile;
 mod report;
+mod runs;
+mod scale;
 mod seed;
+mod soak;
+mod sqlcheck;
 mod targets;
 
 use std::path::PathBuf;
 
 use clap::Parser;
+use serde_json::{json, Value};
+
+use crate::runs::{Bench, Spec};
+use crate::targets::{Nats, PipelineShape};
+
+const SUITES: &str = "compare,sql,profile,soak,cluster,scale";
 
 /// Benchmark the pipeline against the database-locking approaches.
 #[derive(Parser, Debug, Clone)]
 pub struct Args {
+    /// Suites to run, comma separated: compare, sql, profile, soak, cluster, scale.
+    #[arg(long, default_value = SUITES, value_delimiter = ',')]
+    pub suites: Vec<String>,
     /// Strategies, comma separated.
     #[arg(
         long,
@@ -29,9 +55,15 @@ pub struct Args {
     /// Scenarios, comma separated.
     #[arg(long, default_value = "hot,spread,sellout", value_delimiter = ',')]
     pub scenarios: Vec<String>,
+    /// Times every compare run is repeated (A B A B): the report shows the mean.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Concurrent clients.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
+    /// Buyers (funded wallets); each client buys as its own share of them.
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
     /// Measured seconds per run (hot and spread).
     #[arg(long, default_value_t = 20)]
     pub duration: u64,
@@ -44,18 +76,50 @@ pub struct Args {
     /// Codes of the sellout card (requests sent: 4x).
     #[arg(long, default_value_t = 500)]
     pub sellout_stock: usize,
+    /// Soak: purchases of each probe.
+    #[arg(long, default_value_t = 50_000)]
+    pub soak_probe: usize,
+    /// Soak: codes of the card the fill sells out (and purchases sent).
+    #[arg(long, default_value_t = 400_000)]
+    pub soak_fill: usize,
+    /// Scale: worker counts, comma separated.
+    #[arg(long, default_value = "1,2,4,8", value_delimiter = ',')]
+    pub scale_workers: Vec<usize>,
+    /// Scale: each worker's CPU share (cores).
+    #[arg(long, default_value_t = 0.125)]
+    pub worker_cpu: f64,
+    /// Scale: concurrent clients (enough that the closed loop is not the bound).
+    #[arg(long, default_value_t = 256)]
+    pub scale_clients: usize,
     /// Where results go.
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
     /// Directory holding the release binaries (default: next to this one).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
+    /// Marks the report provisional (measured on a busy machine), with this reason.
+    #[arg(long)]
+    pub provisional: Option<String>,
+}
+
+impl Args {
+    fn suite(&self, name: &str) -> bool {
+        self.suites.iter().any(|s| s == name)
+    }
 }
 
 #[tokio::main]
 async fn main() {
     giftcard_shared::tls::install_crypto_provider();
     let args = Args::parse();
+    if let Some(bad) = args
+        .suites
+        .iter()
+        .find(|s| !SUITES.split(',').any(|k| k == *s))
+    {
+        eprintln!("giftcard-bench: unknown suite {bad:?}: use some of {SUITES}");
+        std::process::exit(2);
+    }
     if let Err(e) = run(args).await {
         eprintln!("giftcard-bench: {e:#}");
         std::process::exit(1);
@@ -69,113 +133,170 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     eprintln!("[bench] results in {}", dir.display());
     let pg = giftcard_tests::PgCluster::start_durable();
-    let mut results = Vec::new();
-    let total = args.scenarios.len() * args.strategies.len();
-    let mut n = 0;
-    for scenario in &args.scenarios {
-        for strategy in &args.strategies {
-            n += 1;
-            eprintln!("[bench] ({n}/{total}) {strategy} / {scenario}");
-            let db_name = format!("bench_{}_{}", strategy.replace('-', "_"), scenario);
-            let seed = seed::prepare(&pg, &db_name, scenario, &args).await?;
-            let seed_file = dir.join(format!("seed-{db_name}.json"));
-            std::fs::write(&seed_file, serde_json::to_vec_pretty(&seed.json)?)?;
-            let logs = dir.join(format!("logs-{strategy}-{scenario}"));
-            std::fs::create_dir_all(&logs)?;
-            let target = targets::Target::start(&bins, strategy, &pg.url(&db_name), &logs).await?;
-            let out = dir.join(format!("{strategy}-{scenario}.json"));
-            let rss = target.sample_rss();
-            let status = std::process::Command::new(&bins.loadgen)
-                .args(loadgen_args(
-                    &args,
-                    &target.url,
-                    scenario,
-                    strategy,
-                    &seed_file,
-                    &out,
-                    seed.sellout_requests,
-                ))
-                .env("GIFTCARD_JWT_SECRET", targets::SECRET)
-                .status()?;
-            let memory = rss.stop();
-            let conflicts = target.peer_conflicts().await;
-            let breakdown = target.pipeline_breakdown(&logs).await;
-            target.stop().await;
-            anyhow::ensure!(
-                status.success(),
-                "giftcard-loadgen failed for {strategy}/{scenario}"
-            );
-            let mut report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out)?)?;
-            report["strategy"] = strategy.clone().into();
-            report["scenario"] = scenario.clone().into();
-            report["memory_mib"] = serde_json::to_value(&memory)?;
-            report["peer_conflicts"] = conflicts.into();
-            if let Some(b) = &breakdown {
-                report["pipeline_breakdown"] = b.clone();
-                eprintln!("[bench]   pipeline means: {b}");
+    let bench = Bench {
+        args: &args,
+        bins: &bins,
+        pg: &pg,
+        dir: &dir,
+    };
+    let mut doc = json!({});
+    // A failed suite is reported, and the others still run.
+    let mut errors = serde_json::Map::new();
+    for suite in SUITES.split(',').filter(|s| args.suite(s)) {
+        match run_suite(&bench, suite).await {
+            Ok(v) => doc[suite] = v,
+            Err(e) => {
+                eprintln!("[bench] suite {suite} FAILED: {e:#}");
+                errors.insert(suite.to_owned(), format!("{e:#}").into());
             }
-            eprintln!(
-                "[bench]   {:.0}/s, p99 {:.1} ms",
-                report["throughput_per_sec"].as_f64().unwrap_or(0.0),
-                report["latency_ms"]["p99"].as_f64().unwrap_or(0.0)
-            );
-            results.push(report);
         }
     }
-    let machine = report::machine(&pg).await;
-    std::fs::write(
-        dir.join("results.json"),
-        serde_json::to_vec_pretty(&serde_json::json!({
-            "machine": machine, "args": format!("{args:?}"), "started": started, "results": results,
-        }))?,
-    )?;
-    let md = report::markdown(&results, &machine, &args);
+    doc["errors"] = errors.into();
+    let machine = report::machine().await;
+    doc["machine"] = machine.clone();
+    doc["args"] = format!("{args:?}").into();
+    doc["started"] = json!(started);
+    std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&doc)?)?;
+    let md = report::markdown(&doc, &args);
     std::fs::write(dir.join("report.md"), &md)?;
-    report::chart(&results, &dir.join("chart.svg"))?;
-    std::fs::copy(dir.join("report.md"), args.out.join("latest.md"))?;
-    std::fs::copy(dir.join("chart.svg"), args.out.join("latest.svg"))?;
-    std::fs::copy(dir.join("results.json"), args.out.join("latest.json"))?;
+    let compared = doc["compare"].as_array().cloned().unwrap_or_default();
+    report::chart(&report::means(&compared), &dir.join("chart.svg"))?;
+    for (from, to) in [("chart.svg", "latest.svg"), ("results.json", "latest.json")] {
+        std::fs::copy(dir.join(from), args.out.join(to))?;
+    }
+    // latest.md sits one directory up: its links point into this run's.
+    let run_dir = dir
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    let latest = md
+        .replace("](chart.svg)", "](latest.svg)")
+        .replace("](flame-", &format!("]({run_dir}/flame-"));
+    std::fs::write(args.out.join("latest.md"), latest)?;
     println!("{md}");
     eprintln!("[bench] report: {}", args.out.join("latest.md").display());
     Ok(())
 }
 
-fn loadgen_args(
-    args: &Args,
-    url: &str,
-    scenario: &str,
-    strategy: &str,
-    seed: &std::path::Path,
-    out: &std::path::Path,
-    sellout_requests: usize,
-) -> Vec<String> {
-    let mut v = vec![
-        "--api-url".into(),
-        url.into(),
-        "--seed".into(),
-        seed.display().to_string(),
-        "--scenario".into(),
-        scenario.into(),
-        "--clients".into(),
-        args.clients.to_string(),
-        "--duration".into(),
-        args.duration.to_string(),
-        // A sellout's stock must go to measured requests only.
-        "--warmup".into(),
-        if scenario == "sellout" {
-            "0".into()
-        } else {
-            args.warmup.to_string()
-        },
-        "--wait".into(),
-        "30".into(),
-        "--label".into(),
-        format!("{strategy}/{scenario}"),
-        "--out".into(),
-        out.display().to_string(),
-    ];
-    if scenario == "sellout" {
-        v.extend(["--requests".into(), sellout_requests.to_string()]);
+/// Runs one suite and returns its results.
+async fn run_suite(bench: &Bench<'_>, suite: &str) -> anyhow::Result<Value> {
+    let args = bench.args;
+    Ok(match suite {
+        "compare" => compare(bench).await?.into(),
+        "sql" => {
+            let mut limits = Vec::new();
+            for strategy in ["skip-locked", "advisory-lock"] {
+                if args.strategies.iter().any(|s| s == strategy) {
+                    eprintln!("[bench] sql: {strategy}");
+                    limits.push(sqlcheck::measure(args, bench.pg, strategy, bench.dir).await?);
+                }
+            }
+            serde_json::to_value(limits)?
+        }
+        "profile" => {
+            eprintln!("[bench] profile: pipeline / hot (perf, inferno)");
+            let shape = PipelineShape::default();
+            bench
+                .fresh(spec("profile-pipeline-hot", "pipeline", "hot", shape, true))
+                .await?
+        }
+        "soak" => {
+            eprintln!("[bench] soak: pipeline");
+            soak::run(bench, "pipeline").await?
+        }
+        "cluster" => {
+            eprintln!("[bench] cluster: pipeline / hot on 3 NATS nodes, R3, sync_interval always");
+            let shape = PipelineShape {
+                nats: Nats::Cluster,
+                ..PipelineShape::default()
+            };
+            bench
+                .fresh(spec(
+                    "cluster-pipeline-hot",
+                    "pipeline",
+                    "hot",
+                    shape,
+                    false,
+                ))
+                .await?
+        }
+        "scale" => scale(bench).await?.into(),
+        other => anyhow::bail!("unknown suite {other:?}"),
+    })
+}
+
+fn spec<'a>(
+    label: &str,
+    strategy: &'a str,
+    scenario: &'a str,
+    shape: PipelineShape,
+    profile: bool,
+) -> Spec<'a> {
+    Spec {
+        label: label.to_owned(),
+        strategy,
+        scenario,
+        shape,
+        requests: None,
+        profile,
+        clients: None,
     }
-    v
+}
+
+/// Every strategy through every scenario, `rounds` times, alternating.
+async fn compare(bench: &Bench<'_>) -> anyhow::Result<Vec<Value>> {
+    let args = bench.args;
+    let total = args.rounds * args.scenarios.len() * args.strategies.len();
+    let mut results = Vec::new();
+    for round in 1..=args.rounds {
+        for scenario in &args.scenarios {
+            for strategy in &args.strategies {
+                eprintln!(
+                    "[bench] ({}/{total}) {strategy} / {scenario}, round {round}",
+                    results.len() + 1
+                );
+                let label = format!("{strategy}-{scenario}-r{round}");
+                let mut r = bench
+                    .fresh(spec(
+                        &label,
+                        strategy,
+                        scenario,
+                        PipelineShape::default(),
+                        false,
+                    ))
+                    .await?;
+                r["round"] = round.into();
+                results.push(r);
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// The spread scenario with more and more CPU-limited workers.
+async fn scale(bench: &Bench<'_>) -> anyhow::Result<Vec<Value>> {
+    let args = bench.args;
+    let mut results = Vec::new();
+    for &workers in &args.scale_workers {
+        eprintln!(
+            "[bench] scale: {workers} worker(s), {} core each, spread",
+            args.worker_cpu
+        );
+        let shape = PipelineShape {
+            nats: Nats::Single,
+            workers,
+            worker_quota: Some(args.worker_cpu),
+        };
+        let mut run = spec(
+            &format!("scale-{workers}"),
+            "pipeline",
+            "spread",
+            shape,
+            false,
+        );
+        run.clients = Some(args.scale_clients);
+        let mut r = bench.fresh(run).await?;
+        r["workers"] = workers.into();
+        results.push(r);
+    }
+    Ok(results)
 }

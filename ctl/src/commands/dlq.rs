@@ -8,13 +8,15 @@
 //! next run, so it always ends. A dead letter resolved in the meantime
 //! (409 `DEAD_LETTER_RESOLVED`) is skipped; any other error stops the run,
 //! and re-running it is safe because it replays only what is still pending.
+//! `--server-side` has the api replay them in batches of 100, going on from
+//! each batch's cursor until none is left.
 
 use std::fmt;
 use std::future::Future;
 
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use reqwest::{Method, Url};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -22,7 +24,7 @@ use super::Ctx;
 use crate::cli::{Confirm, DlqCmd, DlqState};
 use crate::client::{Client, Reply};
 use crate::error::CtlError;
-use crate::model::{DeadLetter, DeadLetterDetail, Page, Replayed};
+use crate::model::{DeadLetter, DeadLetterDetail, Page};
 use crate::output::{indent, key_values, opt, print_raw, table, truncate};
 
 const BASE: [&str; 3] = ["v1", "admin", "dead-letters"];
@@ -34,11 +36,41 @@ const REASON_WIDTH: usize = 60;
 const RESOLVED: &str = "DEAD_LETTER_RESOLVED";
 /// The api's code for a dead letter whose message no api signed.
 const NOT_AUTHENTIC: &str = "DEAD_LETTER_NOT_AUTHENTIC";
+/// The api's code for a dead letter whose message is past the stream's
+/// retention.
+const EXPIRED: &str = "DEAD_LETTER_EXPIRED";
 
+/// Body of `POST /v1/admin/dead-letters/replay`: one batch.
 #[derive(Serialize)]
 struct ReplayFilter {
     #[serde(skip_serializing_if = "Option::is_none")]
     gift_card_id: Option<Uuid>,
+    limit: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<String>,
+}
+
+/// Dead letters one server-side batch takes on.
+const BATCH: u16 = 100;
+
+/// The answer to one server-side batch.
+#[derive(Debug, Deserialize)]
+struct ReplayBatch {
+    replayed: u64,
+    #[serde(default)]
+    not_authentic: u64,
+    #[serde(default)]
+    expired: u64,
+    #[serde(default)]
+    remaining: u64,
+    next_cursor: Option<String>,
+    stopped: Option<StopReason>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StopReason {
+    code: String,
+    message: String,
 }
 
 pub async fn run(ctx: &Ctx, cmd: DlqCmd) -> Result<(), CtlError> {
@@ -389,21 +421,55 @@ async fn replay_one(client: &Client, id: Uuid) -> Result<Reply, CtlError> {
     client.call(client.request(Method::POST, url)).await
 }
 
-/// The api replays them all in one request.
+/// The api replays them, a batch per request, going on from each batch's
+/// `next_cursor` until none is left; progress on stderr.
 async fn replay_all_server_side(ctx: &Ctx, card: Option<Uuid>) -> Result<(), CtlError> {
-    let reply = ctx
-        .client
-        .post_json(
-            &[BASE[0], BASE[1], BASE[2], "replay"],
-            &ReplayFilter { gift_card_id: card },
-        )
-        .await?;
-    if ctx.json {
-        print_raw(&reply);
-    } else {
-        let r: Replayed = reply.json()?;
-        println!("replayed: {}", r.replayed);
+    let bar = progress_bar(0);
+    let mut total = Tally::default();
+    let mut cursor = None;
+    loop {
+        let filter = ReplayFilter {
+            gift_card_id: card,
+            limit: BATCH,
+            cursor: cursor.take(),
+        };
+        let reply = ctx
+            .client
+            .post_json(&[BASE[0], BASE[1], BASE[2], "replay"], &filter)
+            .await
+            .inspect_err(|_| bar.abandon())?;
+        let batch: ReplayBatch = reply.json()?;
+        total.replayed += batch.replayed;
+        total.not_authentic += batch.not_authentic;
+        total.expired += batch.expired;
+        let taken = total.replayed + total.not_authentic + total.expired;
+        bar.set_length(taken + batch.remaining);
+        bar.set_position(taken);
+        if let Some(stop) = batch.stopped {
+            bar.abandon();
+            return Err(CtlError::Api {
+                status: if stop.code == "SERVICE_UNAVAILABLE" {
+                    503
+                } else {
+                    500
+                },
+                code: stop.code,
+                message: format!(
+                    "stopped after {}; re-running is safe (only dead letters still pending are \
+                     replayed): {}",
+                    total.render(false),
+                    stop.message
+                ),
+                request_id: reply.request_id.clone(),
+            });
+        }
+        match batch.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
     }
+    bar.finish_and_clear();
+    println!("{}", total.render(ctx.json));
     Ok(())
 }
 
@@ -468,18 +534,22 @@ struct Tally {
     skipped: u64,
     /// Not signed by an api (forgeries): left pending, to be discarded.
     not_authentic: u64,
+    /// Past the dead-letter stream's retention: left pending, to be
+    /// discarded.
+    expired: u64,
 }
 
 impl Tally {
     /// The summary line: `replayed: N, skipped: M`, or JSON.
     fn render(&self, json: bool) -> String {
         if json {
-            json!({ "replayed": self.replayed, "skipped": self.skipped, "not_authentic": self.not_authentic })
-                .to_string()
+            json!({ "replayed": self.replayed, "skipped": self.skipped,
+                    "not_authentic": self.not_authentic, "expired": self.expired })
+            .to_string()
         } else {
             format!(
-                "replayed: {}, skipped: {}, not authentic: {}",
-                self.replayed, self.skipped, self.not_authentic
+                "replayed: {}, skipped: {}, not authentic: {}, expired: {}",
+                self.replayed, self.skipped, self.not_authentic, self.expired
             )
         }
     }
@@ -492,6 +562,8 @@ enum Outcome {
     Skipped,
     /// 409 `DEAD_LETTER_NOT_AUTHENTIC`: never signed by an api.
     NotAuthentic,
+    /// 409 `DEAD_LETTER_EXPIRED`: past the stream's retention.
+    Expired,
 }
 
 /// What one replay's result means for the run; an `Err` stops it.
@@ -504,6 +576,9 @@ fn classify(result: Result<(), CtlError>) -> Result<Outcome, CtlError> {
         Err(CtlError::Api {
             status: 409, code, ..
         }) if code == NOT_AUTHENTIC => Ok(Outcome::NotAuthentic),
+        Err(CtlError::Api {
+            status: 409, code, ..
+        }) if code == EXPIRED => Ok(Outcome::Expired),
         Err(e) => Err(e),
     }
 }
@@ -534,6 +609,10 @@ where
                     "{} not authentic (discard them)",
                     tally.not_authentic
                 ));
+            }
+            Ok(Outcome::Expired) => {
+                tally.expired += 1;
+                bar.set_message(format!("{} expired (discard them)", tally.expired));
             }
             Err(cause) => {
                 bar.abandon();
@@ -631,7 +710,7 @@ mod tests {
             Tally {
                 replayed: 3,
                 skipped: 2,
-                not_authentic: 0,
+                ..Tally::default()
             }
         );
         assert_eq!(called, ids(5), "every id, in the listed order");
@@ -718,6 +797,10 @@ mod tests {
             classify(Err(api_error(409, NOT_AUTHENTIC))).unwrap(),
             Outcome::NotAuthentic
         );
+        assert_eq!(
+            classify(Err(api_error(409, EXPIRED))).unwrap(),
+            Outcome::Expired
+        );
         assert_eq!(classify(Ok(())).unwrap(), Outcome::Replayed);
     }
 
@@ -727,12 +810,16 @@ mod tests {
             replayed: 7,
             skipped: 2,
             not_authentic: 1,
+            expired: 1,
         };
-        assert_eq!(t.render(false), "replayed: 7, skipped: 2, not authentic: 1");
+        assert_eq!(
+            t.render(false),
+            "replayed: 7, skipped: 2, not authentic: 1, expired: 1"
+        );
         let v: Value = serde_json::from_str(&t.render(true)).unwrap();
         assert_eq!(
             v,
-            json!({ "replayed": 7, "skipped": 2, "not_authentic": 1 })
+            json!({ "replayed": 7, "skipped": 2, "not_authentic": 1, "expired": 1 })
         );
     }
 

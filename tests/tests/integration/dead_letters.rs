@@ -26,6 +26,18 @@ async fn wait_dead_letters(app: &TestApp, n: usize) -> serde_json::Value {
     panic!("fewer than {n} dead letters after 10 s");
 }
 
+/// Publishes `payload` to `subject`, signed as an api would sign it (so
+/// that the worker judges it on its content).
+async fn publish_signed(js: &jetstream::Context, subject: &str, payload: &[u8]) {
+    let mut headers = async_nats::HeaderMap::new();
+    TestApp::sign(subject, &mut headers, payload);
+    js.publish_with_headers(subject.to_owned(), headers, payload.to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
     let app = TestApp::spawn().await;
@@ -40,13 +52,7 @@ async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
         br#"{"v": 99, "purchase_id": "x"}"#,
         br#"{"v": 1}"#,
     ] {
-        let mut headers = async_nats::HeaderMap::new();
-        TestApp::sign(&subject, &mut headers, payload);
-        js.publish_with_headers(subject.clone(), headers, payload.to_vec().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish_signed(&js, &subject, payload).await;
     }
     let list = wait_dead_letters(&app, 3).await;
     let reasons: Vec<&str> = list["items"]
@@ -238,5 +244,95 @@ async fn replaying_one_dead_letter_twice_concurrently_charges_once() {
         .collect();
     assert!(actions.contains(&"replayed"), "{actions:?}");
     giftcard_tests::invariants::check(&app.db).await;
+    app.stop().await;
+}
+
+/// Replay-all goes in bounded batches: each call says how many it replayed
+/// and how many remain, its cursor goes on, and a pass ends even though
+/// every replay is dead-lettered again (poison). `giftcardctl dlq
+/// replay-all --server-side` follows the cursors to the end.
+#[tokio::test]
+async fn replay_all_goes_in_bounded_batches_that_count_and_end() {
+    let app = TestApp::spawn().await;
+    let card = app.create_card("1.00").await;
+    let js = jetstream::new(app.nats_client().await);
+    let subject = purchase_subject(card, app.options.partitions);
+    for _ in 0..5 {
+        publish_signed(&js, &subject, br#"{"v": 1}"#).await;
+    }
+    wait_dead_letters(&app, 5).await;
+    let admin = app.admin_token();
+    let batch = |body: serde_json::Value| {
+        let (app, admin) = (&app, admin.clone());
+        async move {
+            app.call(
+                Method::POST,
+                "/v1/admin/dead-letters/replay",
+                Some(&admin),
+                Some(body),
+                &[],
+            )
+            .await
+        }
+    };
+    let mut cursor = serde_json::Value::Null;
+    let mut seen = Vec::new();
+    loop {
+        let mut body = json!({"gift_card_id": card, "limit": 2});
+        if !cursor.is_null() {
+            body["cursor"] = cursor.clone();
+        }
+        let (s, _, b) = batch(body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        assert!(b["stopped"].is_null(), "{b}");
+        seen.push((
+            b["replayed"].as_u64().unwrap(),
+            b["remaining"].as_u64().unwrap(),
+        ));
+        cursor = b["next_cursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+        // Let the replays come back as dead letters (5 pending again): the
+        // pass must not pick them up.
+        wait_dead_letters(&app, 5).await;
+        assert!(seen.len() < 10, "the pass does not end: {seen:?}");
+    }
+    assert_eq!(seen, [(2, 3), (2, 1), (1, 0)]);
+
+    let (s, _, b) = batch(json!({"limit": 0})).await;
+    assert_error(s, &b, 422, "VALIDATION_FAILED");
+    let (s, _, b) = batch(json!({"cursor": "not-a-cursor"})).await;
+    assert_error(s, &b, 400, "VALIDATION_FAILED");
+
+    // The poison came back; giftcardctl replays the new ones, in batches.
+    let again = wait_dead_letters(&app, 5).await;
+    assert_eq!(again["items"].as_array().unwrap().len(), 5);
+    let argv = [
+        "giftcardctl",
+        "--api-url",
+        &app.api_url,
+        "--token",
+        &admin,
+        "dlq",
+        "replay-all",
+        "--server-side",
+        "--yes",
+    ];
+    let cli = <giftcard_ctl::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+    giftcard_ctl::run(cli)
+        .await
+        .expect("replay-all --server-side");
+    let (s, _, b) = app
+        .call(
+            Method::GET,
+            "/v1/admin/dead-letters?state=replayed&limit=500",
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["items"].as_array().unwrap().len(), 10, "{b}");
     app.stop().await;
 }

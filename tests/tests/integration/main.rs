@@ -1,9 +1,14 @@
 //! Integration tests: one binary, real NATS and PostgreSQL per test.
 
+mod abuse;
 mod admin;
 mod cli;
+mod console;
+mod console_browser;
+mod conventions;
 mod dead_letters;
 mod faults;
+mod fuzz;
 mod idempotency;
 mod monitoring;
 mod operations;

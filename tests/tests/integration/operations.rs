@@ -262,13 +262,19 @@ async fn sigterm_answers_waiting_purchases_202_and_they_complete_later() {
 }
 
 /// At `RUST_LOG=trace` (the caps on sqlx, sea_orm and async_nats still
-/// apply), under load, nothing secret is written.
+/// apply), under load, with spans exported over OTLP, nothing secret is
+/// written or exported: not the codes sold, not the codes an admin
+/// withdraws (they are in the request path), not the tokens.
 #[tokio::test]
 async fn logs_carry_request_purchase_and_trace_ids_but_never_codes_or_tokens() {
     let mut app = TestApp::spawn_with(no_worker()).await;
-    let verbose = [("RUST_LOG", "trace")];
-    let api = ApiProcess::spawn_api(API.as_ref(), &app, "logs-api", &verbose);
-    let worker = WorkerProcess::spawn_worker(WORKER.as_ref(), &app, "logs-w", &verbose);
+    let (collector, exported) = fake_collector().await;
+    let verbose = [
+        ("RUST_LOG", "trace"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+    ];
+    let mut api = ApiProcess::spawn_api(API.as_ref(), &app, "logs-api", &verbose);
+    let mut worker = WorkerProcess::spawn_worker(WORKER.as_ref(), &app, "logs-w", &verbose);
     api.wait_ready(&app.http).await;
     worker.wait_ready(&app.http).await;
     wait_balanced(&app, &["logs-w"], Duration::from_secs(15)).await;
@@ -316,16 +322,39 @@ async fn logs_carry_request_purchase_and_trace_ids_but_never_codes_or_tokens() {
     assert_eq!(codes.len(), 300);
     let mut tokens: Vec<String> = users.iter().map(|u| app.token(u)).collect();
     tokens.push(app.admin_token());
+    let sold = &answers[0].2;
+    let withdrawn = withdraw_codes(
+        &app,
+        sold["gift_card_id"].as_str().unwrap().parse().unwrap(),
+        sold["activation_codes"][0].as_str().unwrap(),
+    )
+    .await;
 
-    // Let the worker's last lines reach its log.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stop both: their last lines reach the logs, their spans the collector.
+    api.terminate(Duration::from_secs(15)).await;
+    worker.terminate(Duration::from_secs(15)).await;
     let (api_log, worker_log) = (api.output(), worker.output());
+    assert!(
+        api_log.contains("/v1/admin/gift-cards/{id}/codes/{code}"),
+        "the request span names the route template"
+    );
+    let exported = exported.lock().unwrap().clone();
+    assert!(
+        exported.iter().any(|b| contains(b, b"giftcard-api")),
+        "no span was exported: the check below would prove nothing"
+    );
+    for code in codes.iter().chain(&withdrawn) {
+        assert!(
+            !exported.iter().any(|b| contains(b, code.as_bytes())),
+            "an exported span carries activation code {code}"
+        );
+    }
     for (name, log) in [("api", &api_log), ("worker", &worker_log)] {
         assert!(
             log.lines().count() > 300,
             "{name} logged too little at trace to prove anything"
         );
-        for code in &codes {
+        for code in codes.iter().chain(&withdrawn) {
             assert!(
                 !log.contains(code.as_str()),
                 "{name} logged activation code {code}"
@@ -371,6 +400,33 @@ async fn logs_carry_request_purchase_and_trace_ids_but_never_codes_or_tokens() {
     }
     invariants::check(&app.db).await;
     app.stop().await;
+}
+
+/// Withdraws (as an admin, by `DELETE …/codes/{code}`) a code of `card`
+/// that exists, one that does not, and `sold` (refused: 409); returns the
+/// codes that were in a request path.
+async fn withdraw_codes(app: &TestApp, card: uuid::Uuid, sold: &str) -> Vec<String> {
+    let unused = format!("WITHDRAWN-{}", uuid::Uuid::new_v4().simple());
+    let missing = format!("MISSING-{}", uuid::Uuid::new_v4().simple());
+    app.import_codes(card, std::slice::from_ref(&unused)).await;
+    let admin = app.admin_token();
+    for (code, status) in [(&unused, 204), (&missing, 404), (&sold.to_owned(), 409)] {
+        let (s, _, b) = app
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/v1/admin/gift-cards/{card}/codes/{code}"),
+                Some(&admin),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(s.as_u16(), status, "{b}");
+    }
+    vec![unused, missing]
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// purchase id → the trace ids on the JSON log lines about it.

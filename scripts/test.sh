@@ -63,8 +63,22 @@ while (($#)); do
   shift
 done
 
+# The harness's PostgreSQL clusters, NATS stores and browser profiles live
+# under one directory per run, removed at the end: a cluster shared by a
+# whole test binary is never dropped, and a killed run leaves its files.
+GIFTCARD_TEST_TMP="$(mktemp -d "${TMPDIR:-/tmp}/giftcard-test.XXXXXX")"
+chmod 755 "$GIFTCARD_TEST_TMP" # PostgreSQL runs as `postgres` when we are root
+export TMPDIR="$GIFTCARD_TEST_TMP"
+
 finish() {
   local status=$? elapsed=$((SECONDS - started))
+  if ((status != 0)) && [[ -d "$GIFTCARD_TEST_TMP/giftcard-test-logs" ]]; then
+    rm -rf "$GIFTCARD_REPO/target/test-artifacts/process-logs"
+    mkdir -p "$GIFTCARD_REPO/target/test-artifacts"
+    mv "$GIFTCARD_TEST_TMP/giftcard-test-logs" "$GIFTCARD_REPO/target/test-artifacts/process-logs"
+    info "the test processes' logs are in target/test-artifacts/process-logs/"
+  fi
+  rm -rf "$GIFTCARD_TEST_TMP"
   if ((status == 0)); then
     info "all done in $((elapsed / 60))m$((elapsed % 60))s"
   else

@@ -86,6 +86,9 @@ fn classify_sqlstate(code: Option<&str>, e: &DbErr) -> BatchError {
     match code {
         Some("40001" | "40P01") => BatchError::Conflict(Conflict::Serialization),
         Some("23505") => BatchError::Conflict(Conflict::Duplicate),
+        Some(c) if c.starts_with("42") || c.starts_with("3F") => BatchError::Unavailable(format!(
+            "{e} (the database schema is not this release's: run `giftcard-migrate up`)"
+        )),
         Some(c) if UNAVAILABLE_CLASSES.iter().any(|class| c.starts_with(class)) => {
             BatchError::Unavailable(e.to_string())
         }

@@ -127,16 +127,18 @@ fn status_class(s: StatusCode) -> &'static str {
     }
 }
 
-/// `response` itself, or, for an error without a JSON body, the contract's
-/// error body with a code for its status.
+/// `response` itself, or, for an error without a body of its own (none, or
+/// the plain text of axum's and tower-http's rejections), the contract's
+/// error body with a code for its status. JSON errors and the console's
+/// HTML pages are kept.
 fn with_error_body(response: Response) -> Response {
     let status = response.status();
-    let json = response
+    let own_body = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || own_body {
         return response;
     }
     let code = match status {

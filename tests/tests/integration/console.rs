@@ -541,12 +541,19 @@ async fn bulk_replay_replays_a_filter_in_batches_with_progress_and_skips_forgeri
 
     // Without the script: one batch per post, answered with a page.
     let other = other.to_string();
-    let now = chrono::Utc::now().to_rfc3339();
+    let (_, _, page) = get(
+        &app,
+        &format!("/console/dead-letters/replay?card={other}"),
+        Some(&cookie),
+    )
+    .await;
+    let upto = page.split("name=\"upto\" value=\"").nth(1).unwrap();
+    let upto = &upto[..upto.find('"').unwrap()];
     let fields: Vec<(&str, &str)> = vec![
         ("csrf", &csrf),
         ("confirm", "yes"),
         ("card", &other),
-        ("until", &now),
+        ("upto", upto),
     ];
     let (s, _, page) = post(&app, "/console/dead-letters/replay", &cookie, &fields, &[]).await;
     assert_eq!(s, StatusCode::OK, "{page}");

@@ -16,20 +16,34 @@ ST="$VENV/bin/st"
 PINNED="$(sed -n 's/^schemathesis==\([0-9.]*\).*/\1/p' "$REQUIREMENTS" | head -n 1)"
 [[ -n "$PINNED" ]] || die "no 'schemathesis==X.Y.Z' line in $REQUIREMENTS: fix the pin"
 
-# Installed from these very requirements already?
+# The newest Python there is: CPython 3.11 fails at random inside
+# ast.parse ("AST constructor recursion depth mismatch", CPython
+# gh-106905) when Hypothesis describes its strategies, which made the
+# fuzzing test fail for no fault of the api.
+python=""
+pyenv_root="$(pyenv root 2>/dev/null || true)"
+mapfile -t pyenv_pythons < <(ls -d "${pyenv_root:-/nonexistent}"/versions/3.1[2-9].*/bin/python3 2>/dev/null | sort -rV)
+for candidate in python3.13 python3.12 "${pyenv_pythons[@]}" python3; do
+  if command -v "$candidate" >/dev/null &&
+    "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; then
+    python="$candidate"
+    break
+  fi
+done
+[[ -n "$python" ]] ||
+  die "schemathesis needs Python >= 3.9 (3.12 or newer preferred): run 'apt-get install python3 python3-venv'"
+
+# Installed from these very requirements, with this Python, already?
 stamp="$VENV/.requirements.sha256"
-want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
+want="$({ cat "$REQUIREMENTS"; "$python" --version; } | sha256sum | cut -d' ' -f1)"
 if [[ -x "$ST" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   printf '%s\n' "$ST"
   exit 0
 fi
 
-require_cmd python3 "run 'apt-get install python3 python3-venv'"
-python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))' ||
-  die "schemathesis needs Python >= 3.9, python3 is $(python3 --version 2>&1): install a newer python3"
-info "installing schemathesis $PINNED into $VENV (hash-checked)"
+info "installing schemathesis $PINNED into $VENV with $("$python" --version) (hash-checked)"
 rm -rf "$VENV"
-python3 -m venv "$VENV" ||
+"$python" -m venv "$VENV" ||
   die "python3 -m venv failed (above): run 'apt-get install python3-venv', then re-run"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
   --require-hashes --no-deps --only-binary :all: -r "$REQUIREMENTS" >&2 ||

@@ -16,7 +16,7 @@ fi
 GIFTCARD_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 export GIFTCARD_REPO
 
-# Minimum NATS server version the project needs (DESIGN.md: >= 2.12).
+# Minimum NATS server version the project needs (docs/design.md: >= 2.12).
 # shellcheck disable=SC2034 # used by the scripts that source this file
 GIFTCARD_NATS_MIN_VERSION="2.12.0"
 

@@ -12,9 +12,15 @@
 #   ./scripts/test.sh --no-fail-fast      extra arguments go to `cargo test`
 #   ./scripts/test.sh -- some_test_name   arguments after `--` go to the
 #                                         test binaries
+#   ./scripts/test.sh --nemesis-minutes 30 [--seed 7]
+#                                         only the nemesis, for that long,
+#                                         with that seed (default: a random
+#                                         one, printed); its report at the end
 #
 # Environment: GIFTCARD_TEST_THREADS (default 2), GIFTCARD_PG_BIN (where
 # initdb/pg_ctl/postgres live, found automatically otherwise),
+# GIFTCARD_NEMESIS_SECONDS and GIFTCARD_NEMESIS_SEED (what the nemesis flags
+# set; unset, the nemesis runs its fixed CI seeds for 90 s each).
 # GIFTCARD_CHROMIUM / GIFTCARD_CHROMEDRIVER (the console's browser test;
 # scripts/install-chromium.sh installs Debian's when missing). Screenshots
 # of the console's browser test land in target/test-artifacts/console/.
@@ -28,9 +34,21 @@ lint=0
 [[ -n "${CI:-}" ]] && lint=1
 cargo_args=()
 harness_args=()
+nemesis_minutes=""
+nemesis_seed=""
 while (($#)); do
   case "$1" in
     --lint) lint=1 ;;
+    --nemesis-minutes)
+      [[ "${2:-}" =~ ^[0-9]+$ ]] || die "--nemesis-minutes needs a whole number of minutes, e.g. --nemesis-minutes 30"
+      nemesis_minutes=$2
+      shift
+      ;;
+    --seed)
+      [[ "${2:-}" =~ ^[0-9]+$ ]] || die "--seed needs a whole number, e.g. --seed 7"
+      nemesis_seed=$2
+      shift
+      ;;
     -h | --help)
       sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
       exit 0
@@ -45,8 +63,22 @@ while (($#)); do
   shift
 done
 
+# The harness's PostgreSQL clusters, NATS stores and browser profiles live
+# under one directory per run, removed at the end: a cluster shared by a
+# whole test binary is never dropped, and a killed run leaves its files.
+GIFTCARD_TEST_TMP="$(mktemp -d "${TMPDIR:-/tmp}/giftcard-test.XXXXXX")"
+chmod 755 "$GIFTCARD_TEST_TMP" # PostgreSQL runs as `postgres` when we are root
+export TMPDIR="$GIFTCARD_TEST_TMP"
+
 finish() {
   local status=$? elapsed=$((SECONDS - started))
+  if ((status != 0)) && [[ -d "$GIFTCARD_TEST_TMP/giftcard-test-logs" ]]; then
+    rm -rf "$GIFTCARD_REPO/target/test-artifacts/process-logs"
+    mkdir -p "$GIFTCARD_REPO/target/test-artifacts"
+    mv "$GIFTCARD_TEST_TMP/giftcard-test-logs" "$GIFTCARD_REPO/target/test-artifacts/process-logs"
+    info "the test processes' logs are in target/test-artifacts/process-logs/"
+  fi
+  rm -rf "$GIFTCARD_TEST_TMP"
   if ((status == 0)); then
     info "all done in $((elapsed / 60))m$((elapsed % 60))s"
   else
@@ -105,6 +137,14 @@ if ((lint)); then
     die "the deployment files are invalid (above): fix them, then re-run ./scripts/check-deploy.sh"
 fi
 
+if [[ -n "$nemesis_minutes" || -n "$nemesis_seed" ]]; then
+  export GIFTCARD_NEMESIS_SECONDS=$((${nemesis_minutes:-10} * 60))
+  export GIFTCARD_NEMESIS_SEED="${nemesis_seed:-$((RANDOM * 32768 + RANDOM))}"
+  info "nemesis only: seed $GIFTCARD_NEMESIS_SEED for ${GIFTCARD_NEMESIS_SECONDS}s (progress below; the report comes at the end)"
+  cargo test -p giftcard-tests --locked --test nemesis "${cargo_args[@]}" -- --nocapture "${harness_args[@]}" ||
+    die "the nemesis found anomalies or failed (report above); re-run it with --seed $GIFTCARD_NEMESIS_SEED"
+  exit 0
+fi
 info "checking Chromium and chromedriver (the console's browser test)"
 browser_env="$("$GIFTCARD_REPO/scripts/install-chromium.sh")" ||
   die "scripts/install-chromium.sh failed (see above); fix that and re-run ./scripts/test.sh"

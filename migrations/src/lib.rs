@@ -9,6 +9,7 @@ mod m20261122_000001_initial;
 mod m20261122_000002_dead_letter_events;
 mod m20261122_000003_available_codes_keyset;
 mod m20261130_000004_batch_guard;
+mod m20261201_000005_fence_epoch;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_dead_letter_events::Migration),
             Box::new(m20261122_000003_available_codes_keyset::Migration),
             Box::new(m20261130_000004_batch_guard::Migration),
+            Box::new(m20261201_000005_fence_epoch::Migration),
         ]
     }
 }

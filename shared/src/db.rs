@@ -17,12 +17,15 @@ pub async fn connect(settings: &CommonSettings, lazy: bool) -> Result<DatabaseCo
 /// The worker's batch pool: lazy; two connections (batches are written one
 /// group at a time); not pinged before each use (one round trip less per
 /// batch: the worker retries what a broken connection fails); every
-/// statement limited to
-/// `statement_timeout` (a hung statement fails its attempt instead of
-/// holding the partition), and sequential scans ruled out: each statement
-/// on it looks rows up by key, and a plan cached while a table was nearly
-/// empty (a fresh deployment, before autovacuum's first analyze) would
-/// otherwise keep scanning the whole table as it grows.
+/// statement limited to `statement_timeout` (a hung statement fails its
+/// attempt instead of holding the partition), and so is the time a batch
+/// transaction may sit idle between its statements (a worker frozen in the
+/// middle of a batch, by SIGSTOP or a long pause, loses its transaction and
+/// its row locks instead of holding up the partition's next owner and the
+/// wallets it locked); sequential scans ruled out: each statement on it
+/// looks rows up by key, and a plan cached while a table was nearly empty
+/// (a fresh deployment, before autovacuum's first analyze) would otherwise
+/// keep scanning the whole table as it grows.
 pub async fn connect_for_batches(
     settings: &CommonSettings,
     statement_timeout: Duration,
@@ -68,6 +71,7 @@ async fn open(
         opts.map_sqlx_postgres_opts(move |o| {
             o.options([
                 ("statement_timeout", ms.as_str()),
+                ("idle_in_transaction_session_timeout", ms.as_str()),
                 ("enable_seqscan", "off"),
             ])
         });

@@ -1,4 +1,4 @@
-//! Direct SQL checks of DESIGN.md's invariants 1–3 and 6.
+//! Direct SQL checks of invariants 1–3 and 6 of docs/design.md (section 9).
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 

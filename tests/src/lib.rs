@@ -4,11 +4,15 @@
 //!
 //! Tests drive the system only through the HTTP contract, plus direct SQL
 //! for the invariant checks ([`invariants`]); the console's tests drive a
-//! real headless Chromium ([`browser`]).
+//! real headless Chromium ([`browser`]). [`cluster`] runs a 3-node
+//! JetStream cluster; [`nemesis`] runs seeded clients and faults against a
+//! whole deployment and checks the history.
 
 pub mod browser;
+pub mod cluster;
 pub mod invariants;
 pub mod load;
+pub mod nemesis;
 pub mod processes;
 pub mod servers;
 
@@ -46,6 +50,9 @@ pub struct Options {
     pub own_postgres: bool,
     /// TLS and extra users of the deployment's NATS server.
     pub nats: servers::NatsOptions,
+    /// The purchases stream's duplicate window, if not the default (tests
+    /// of what happens to a key reused after the window).
+    pub duplicate_window: Option<Duration>,
 }
 
 impl Options {
@@ -69,6 +76,7 @@ impl Default for Options {
             start_worker: true,
             own_postgres: false,
             nats: servers::NatsOptions::default(),
+            duplicate_window: None,
         }
     }
 }
@@ -180,6 +188,9 @@ impl TestApp {
     pub fn topology_options(&self) -> giftcard_shared::topology::TopologyOptions {
         let mut t = giftcard_shared::topology::TopologyOptions::new(self.options.partitions, 1);
         t.lease_ttl = self.worker_settings().lease_ttl;
+        if let Some(window) = self.options.duplicate_window {
+            t.duplicate_window = window;
+        }
         // Small: JetStream reserves a stream's max bytes on the store
         // (test servers size theirs from the free disk).
         t.max_bytes = TEST_PURCHASES_MAX_BYTES;

@@ -100,7 +100,9 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn wait_for_port(port: u16, what: &str, log: &Path) {
+/// Waits up to 30 s for `port` to accept connections; panics with the
+/// tail of `what`'s `log` otherwise.
+pub fn wait_for_port(port: u16, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -31,8 +31,8 @@ async fn main() {
 }
 
 /// Throughput of a load spread over many cards with 1, 2 and 3 worker
-/// replicas. A measurement, not a check: run it in release mode with
-/// `cargo test --release -p giftcard-worker --test replicas -- --ignored --nocapture`.
+/// replicas. A measurement, not a check: run it in release mode (see the
+/// module's header).
 async fn measure() {
     let seconds = std::env::var("GIFTCARD_MEASURE_SECS")
         .ok()

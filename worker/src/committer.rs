@@ -2,16 +2,17 @@
 //! to one committer, which merges whatever batches are waiting into one
 //! transaction. With many cards spread over many partitions, each partition
 //! has only a message or two at a time; merging them pays for the
-//! transaction's statements and its commit once instead of once per
+//! transaction's round trips and its commit once instead of once per
 //! partition. Each partition still submits its next batch only after the
 //! previous one is answered, so per-card order is unchanged.
+
+use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use std::sync::Arc;
-
-use crate::batch::{self, BatchError, Cursors, Fence, Item, Outcomes};
+use crate::batch::{self, Cursors, Fence, Group, Item, Outcomes};
+use crate::error::BatchError;
 
 struct Submission {
     fence: Fence,
@@ -53,30 +54,19 @@ impl Committer {
     /// Processes one partition's batch (possibly together with others).
     pub async fn submit(&self, fence: Fence, items: Vec<Item>) -> Result<Outcomes, BatchError> {
         let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Submission {
-                fence,
-                items,
-                reply,
-            })
-            .await
-            .is_err()
-        {
-            return Err(BatchError::Db(sea_orm::DbErr::Custom(
-                "committer stopped".into(),
-            )));
-        }
-        rx.await.unwrap_or_else(|_| {
-            Err(BatchError::Db(sea_orm::DbErr::Custom(
-                "committer dropped a batch".into(),
-            )))
-        })
+        let gone = || BatchError::Unavailable("the worker's committer stopped".into());
+        let submission = Submission {
+            fence,
+            items,
+            reply,
+        };
+        self.tx.send(submission).await.map_err(|_| gone())?;
+        rx.await.unwrap_or_else(|_| Err(gone()))
     }
 }
 
 async fn commit(db: &DatabaseConnection, cursors: &Cursors, group: Vec<Submission>) {
-    let groups: Vec<(Fence, Vec<Item>)> = group
+    let groups: Vec<Group> = group
         .iter()
         .map(|s| (s.fence.clone(), s.items.clone()))
         .collect();
@@ -88,20 +78,19 @@ async fn commit(db: &DatabaseConnection, cursors: &Cursors, group: Vec<Submissio
         }
         // A failing statement may be one partition's doing: give each batch
         // its own transaction so the others are not held back by it.
-        Err(e) if group.len() > 1 && !e.is_connectivity() => {
+        Err(BatchError::Statement(_)) if group.len() > 1 => {
             for s in group {
-                let r = batch::process(db, &s.fence, &s.items, cursors).await;
+                let one = [(s.fence, s.items)];
+                let r = match batch::process_group(db, &one, cursors).await {
+                    Ok(mut results) => results.pop().expect("one group, one result"),
+                    Err(e) => Err(e),
+                };
                 let _ = s.reply.send(r);
             }
         }
         Err(e) => {
-            let shared = e.to_string();
-            let mut first = Some(e);
             for s in group {
-                let err = first
-                    .take()
-                    .unwrap_or_else(|| BatchError::Db(sea_orm::DbErr::Custom(shared.clone())));
-                let _ = s.reply.send(Err(err));
+                let _ = s.reply.send(Err(e.clone()));
             }
         }
     }

@@ -5,7 +5,10 @@
 //!   `/readyz` and `/metrics`; tests call it with their own listener,
 //!   database, NATS client and shutdown token.
 //! - [`partition`]: the per-partition pull → batch → reply → ack loop.
-//! - [`batch`]: batches in one PostgreSQL transaction (fenced).
+//! - [`batch`]: a batch in one PostgreSQL transaction: read, [`batch::plan`]
+//!   (the pure decision), write, fencing.
+//! - [`retry`]: the failure policy (what to do after a failed attempt).
+//! - [`error`]: the typed batch errors the policy decides on.
 //! - [`committer`]: group commit of the ready batches of all partitions.
 //! - [`dead_letters`]: dead-lettering and the dead-letter indexer.
 //! - [`ownership`]: partition leases in NATS KV, rebalancing, fencing tokens.
@@ -17,9 +20,11 @@ pub mod assignment;
 pub mod batch;
 pub mod committer;
 pub mod dead_letters;
+pub mod error;
 pub mod ops;
 pub mod ownership;
 pub mod partition;
+pub mod retry;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -78,7 +83,8 @@ pub async fn run(
         telemetry::NATS_CONNECTED,
         shutdown.clone(),
     );
-    let ops_state = ops::OpsState::new(nats.clone(), db.clone());
+    let waiting = ops::Waiting::default();
+    let ops_state = ops::OpsState::new(nats.clone(), db.clone(), waiting.clone());
     let ops_addr = listener.local_addr()?;
     tracing::info!(addr = %ops_addr, "worker ops endpoints listening");
     let ops_shutdown = shutdown.clone();
@@ -100,6 +106,7 @@ pub async fn run(
         db: db.clone(),
         nats,
         js,
+        waiting,
     });
     let coordination = topology::open_coordination_for(&ctx.js, settings.lease_ttl).await?;
     let coordinator = ownership::Coordinator::new(

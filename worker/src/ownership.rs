@@ -6,10 +6,11 @@
 //! (after their current batch) and tries to acquire the ones it should.
 //! Acquiring is a KV `create` (fails if held); renewing is an `update` on
 //! the last revision (fails if someone else took over); an unrenewed lease
-//! expires with the bucket's max age. The fencing token is derived from the
-//! acquisition revision, which grows with every write to the bucket, so a
-//! later owner always has a higher token than any earlier one; every batch
-//! transaction checks it in PostgreSQL. Each lease reads through a durable
+//! expires with the bucket's max age. The fencing token is the pair (bucket
+//! creation time, acquisition revision); revisions grow with every write to
+//! the bucket, so a later owner always has a higher token than any earlier
+//! one ([`crate::batch::FenceToken`]); every batch transaction checks it in
+//! PostgreSQL. Each lease reads through a durable
 //! consumer of its own, started where the previous one was fully
 //! acknowledged, so a frozen former owner cannot take messages away from
 //! the current one and the partition is served strictly in order.
@@ -28,7 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::assignment;
-use crate::batch::Fence;
+use crate::batch::{Fence, FenceToken};
 use crate::partition::{self, Ctx, Exit};
 
 /// A partition this worker holds (or is releasing).
@@ -44,9 +45,10 @@ pub struct Coordinator {
     ops_addr: String,
     topology: TopologyOptions,
     started_at: chrono::DateTime<chrono::Utc>,
-    /// High bits of every fencing token: the lease bucket's creation time,
-    /// so that a recreated bucket (revisions restart) still fences upwards.
-    epoch: i64,
+    /// The lease bucket's creation time (ns since 1970): the first half of
+    /// every fencing token, so that a recreated bucket (whose revisions
+    /// start again) still fences upwards.
+    bucket_created: i128,
     held: HashMap<u16, Held>,
 }
 
@@ -59,7 +61,7 @@ impl Coordinator {
         topology: TopologyOptions,
     ) -> anyhow::Result<Self> {
         let status = coordination.leases.status().await?;
-        let created = status.info.created.unix_timestamp();
+        let created = status.info.created.unix_timestamp_nanos();
         Ok(Self {
             ctx,
             coordination,
@@ -67,7 +69,7 @@ impl Coordinator {
             ops_addr,
             topology,
             started_at: chrono::Utc::now(),
-            epoch: (created & 0x7fff_ffff) << 32,
+            bucket_created: created,
             held: HashMap::new(),
         })
     }
@@ -164,11 +166,13 @@ impl Coordinator {
                 return;
             }
         };
-        let token = self.epoch | (revision as i64 & 0xffff_ffff);
+        let token = FenceToken::of_lease(self.bucket_created, revision);
+        // The consumer is named after the lease's revision (unique in the
+        // bucket); the lease value shows the same number.
         let (consumer_name, consumer) = match topology::take_over_partition(
             &self.purchases,
             p,
-            token,
+            token.revision,
             &self.topology,
         )
         .await
@@ -180,10 +184,10 @@ impl Coordinator {
                 return;
             }
         };
-        tracing::info!(partition = p, token, consumer = %consumer_name, "partition acquired");
+        tracing::info!(partition = p, %token, consumer = %consumer_name, "partition acquired");
         metrics::counter!(crate::telemetry::PARTITIONS_ACQUIRED).increment(1);
         let value = LeaseValue {
-            token,
+            token: token.revision,
             consumer: consumer_name,
             ..placeholder
         };
@@ -250,8 +254,10 @@ async fn hold(
                 break;
             }
             exit = &mut task => {
-                if let Ok(Exit::Fenced) = exit {
-                    tracing::warn!(partition = p, "fenced off; giving the partition up");
+                match exit {
+                    Ok(Exit::Fenced) => tracing::warn!(partition = p, "fenced off; giving the partition up"),
+                    Ok(Exit::Restart) => tracing::warn!(partition = p, "giving the partition up to restart its consumer"),
+                    _ => {}
                 }
                 release_lease(revision).await;
                 break;

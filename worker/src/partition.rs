@@ -1,9 +1,10 @@
-//! The loop of one owned partition: pull in order, decode, process a batch
-//! in one transaction, reply, then ack. Poison messages go to the
-//! dead-letter stream at once; a batch failing for a technical reason is
-//! retried in place with exponential backoff (holding its messages, so
-//! nothing of the same card overtakes it), split to isolate a bad message,
-//! and dead-lettered after `max_attempts`.
+//! The loop of one owned partition: pull in order, decode, process the
+//! batch in one transaction (through the worker's committer), reply, then
+//! ack. What happens when an attempt fails is [`crate::retry`]'s decision:
+//! the loop holds the batch through outages and conflicts (telling
+//! JetStream it is still working on the messages, and never nak-ing, which
+//! would let later messages of the same card overtake them) and
+//! dead-letters only what fails by itself.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +24,11 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::batch::{self, BatchError, Fence, Item};
+use crate::batch::{self, Fence, Item};
 use crate::dead_letters::{self, Reason};
+use crate::error::BatchError;
+use crate::ops::Waiting;
+use crate::retry::{Policy, Step, Tries};
 
 /// What a partition loop needs.
 pub struct Ctx {
@@ -38,6 +42,18 @@ pub struct Ctx {
     pub db: DatabaseConnection,
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
+    /// Partitions holding a batch until PostgreSQL is usable again.
+    pub waiting: Waiting,
+}
+
+impl Ctx {
+    fn policy(&self) -> Policy {
+        Policy {
+            max_attempts: self.settings.max_attempts,
+            base: self.settings.retry_base,
+            max: self.settings.retry_max,
+        }
+    }
 }
 
 /// Why a partition loop ended.
@@ -45,6 +61,10 @@ pub struct Ctx {
 pub enum Exit {
     Shutdown,
     Fenced,
+    /// A message came without its JetStream metadata: the partition is
+    /// handed back, so that the next lease's consumer redelivers it, and
+    /// everything after it, in order.
+    Restart,
 }
 
 struct Pulled {
@@ -57,6 +77,8 @@ struct Pulled {
 }
 
 impl Pulled {
+    /// `None` if the message lacks its JetStream metadata (its stream
+    /// position), which a message from a pull consumer always has.
     fn new(msg: jetstream::Message, partition: u16) -> Option<Self> {
         let info = msg.info().ok()?;
         let (sequence, delivered) = (info.stream_sequence, info.delivered);
@@ -88,6 +110,20 @@ impl Pulled {
     }
 }
 
+/// The usable prefix of a pulled batch: `usable` applied to each message
+/// until it first returns `None`; `true` if it did. The message it failed
+/// on and everything after it are left unacknowledged.
+fn usable_prefix<T, U>(batch: Vec<T>, mut usable: impl FnMut(T) -> Option<U>) -> (Vec<U>, bool) {
+    let mut out = Vec::with_capacity(batch.len());
+    for m in batch {
+        match usable(m) {
+            Some(u) => out.push(u),
+            None => return (out, true),
+        }
+    }
+    (out, false)
+}
+
 /// Runs partition `fence.partition` until `stop` is cancelled or a newer
 /// owner fences this one off.
 pub async fn run(
@@ -96,23 +132,10 @@ pub async fn run(
     fence: Fence,
     stop: CancellationToken,
 ) -> Exit {
-    let batch_size = ctx.settings.batch_size;
-    loop {
-        match batch::claim(&ctx.db, &fence).await {
-            Ok(()) => break,
-            Err(BatchError::Fenced { .. }) => {
-                metrics::counter!(crate::telemetry::FENCED_BATCHES).increment(1);
-                return Exit::Fenced;
-            }
-            Err(e) => {
-                tracing::warn!(partition = fence.partition, error = %e, "cannot record ownership in PostgreSQL yet; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return Exit::Shutdown,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+    if let Some(exit) = claim(&ctx, &fence, &stop).await {
+        return exit;
     }
+    let batch_size = ctx.settings.batch_size;
     loop {
         let mut messages = match consumer
             .stream()
@@ -158,13 +181,45 @@ pub async fn run(
                     _ => break,
                 }
             }
-            let pulled = batch
-                .into_iter()
-                .filter_map(|msg| Pulled::new(msg, fence.partition))
-                .collect();
-            if handle(&ctx, &fence, pulled, &stop).await == Some(Exit::Fenced) {
-                return Exit::Fenced;
+            let (pulled, cut) = usable_prefix(batch, |m| Pulled::new(m, fence.partition));
+            if let Some(exit) = handle(&ctx, &fence, pulled, &stop).await {
+                return exit;
             }
+            if cut {
+                tracing::error!(
+                    partition = fence.partition,
+                    "a message came without JetStream metadata; handing the partition back so \
+                     that it is redelivered in order"
+                );
+                return Exit::Restart;
+            }
+        }
+    }
+}
+
+/// Records this owner's fence before the first batch, waiting out
+/// PostgreSQL outages; `Some(exit)` if the loop must end instead.
+async fn claim(ctx: &Ctx, fence: &Fence, stop: &CancellationToken) -> Option<Exit> {
+    let mut tries = Tries::default();
+    loop {
+        let error = match batch::claim(&ctx.db, fence).await {
+            Ok(()) => return None,
+            Err(e) => e,
+        };
+        let delay = match ctx.policy().next(&error, 1, &mut tries, rand::random()) {
+            Step::GiveUp => {
+                metrics::counter!(crate::telemetry::FENCED_BATCHES).increment(1);
+                return Some(Exit::Fenced);
+            }
+            Step::ReadAgain { pause } => pause,
+            Step::Wait { delay } | Step::Retry { delay } => delay,
+            Step::Split | Step::DeadLetter => ctx.settings.retry_max,
+        };
+        tracing::warn!(partition = fence.partition, error = %error, retry_in = ?delay,
+            "cannot record ownership in PostgreSQL yet; retrying");
+        tokio::select! {
+            _ = stop.cancelled() => return Some(Exit::Shutdown),
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }
@@ -229,7 +284,8 @@ async fn handle(
 ) -> Option<Exit> {
     let started = Instant::now();
     let mut good: Vec<(Pulled, Item)> = Vec::with_capacity(pulled.len());
-    for p in pulled {
+    let mut pulled = pulled.into_iter();
+    while let Some(p) = pulled.next() {
         if ctx.dead_lettered.contains(p.sequence) {
             // A redelivered copy of a message already dead-lettered.
             tracing::debug!(
@@ -255,7 +311,17 @@ async fn handle(
                     text: reason,
                     attempts: p.delivered as u32,
                 };
-                dead_letter_and_ack(ctx, &p, None, &reason).await;
+                if dead_letter_and_ack(ctx, &p, None, &reason, stop)
+                    .await
+                    .is_err()
+                {
+                    // Shutting down: hand everything not yet settled back.
+                    nak_all(&good).await;
+                    for rest in pulled {
+                        let _ = rest.msg.ack_with(AckKind::Nak(None)).await;
+                    }
+                    return Some(Exit::Shutdown);
+                }
             }
         }
     }
@@ -263,135 +329,167 @@ async fn handle(
         return None;
     }
     metrics::histogram!(crate::telemetry::BATCH_SIZE).record(good.len() as f64);
-    let exit = process_with_retries(ctx, fence, &good, stop).await;
+    let exit = settle(ctx, fence, &good, stop).await;
     metrics::histogram!(crate::telemetry::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
     exit
 }
 
-/// How many times in a row a batch may find its inputs changed before that
-/// counts as a failed attempt.
-const MAX_CHANGED_RETRIES: u32 = 50;
-
-async fn process_with_retries(
+/// Tries the batch until it commits, following [`Policy::next`] after
+/// each failed attempt.
+async fn settle(
     ctx: &Ctx,
     fence: &Fence,
     good: &[(Pulled, Item)],
     stop: &CancellationToken,
 ) -> Option<Exit> {
-    let items: Vec<Item> = good.iter().map(|(_, i)| i.clone()).collect();
-    // Earlier deliveries were earlier attempts.
-    let mut attempt = good
-        .iter()
-        .map(|(p, _)| p.delivered)
-        .max()
-        .unwrap_or(1)
-        .max(1) as u32;
-    let mut delay = ctx.settings.retry_base;
-    let mut changed = 0u32;
+    let mut tries = Tries::default();
+    // Held while this partition waits for PostgreSQL (readiness, metrics).
+    let mut waiting = None;
     loop {
-        // The batch's transaction, as a span in each of its purchases' traces.
-        let txn_spans: Vec<tracing::Span> = good
-            .iter()
-            .map(|(p, _)| tracing::info_span!(parent: &p.span, "transaction", attempt, batch = good.len()))
-            .collect();
-        let txn_started = Instant::now();
-        let result = with_progress(
-            ctx,
-            good,
-            ctx.committer.submit(fence.clone(), items.clone()),
-        )
-        .await;
-        metrics::histogram!(crate::telemetry::TRANSACTION_SECONDS)
-            .record(txn_started.elapsed().as_secs_f64());
-        drop(txn_spans);
-        match result {
+        let error = match attempt(ctx, fence, good).await {
             Ok(outcomes) => {
+                drop(waiting);
                 finish(ctx, good, outcomes).await;
                 return None;
             }
-            Err(BatchError::Fenced { partition }) => {
+            Err(e) => e,
+        };
+        let partition = fence.partition;
+        match ctx
+            .policy()
+            .next(&error, good.len(), &mut tries, rand::random())
+        {
+            Step::GiveUp => {
                 metrics::counter!(crate::telemetry::FENCED_BATCHES).increment(1);
                 tracing::warn!(
                     partition,
                     "fenced off by a newer owner; releasing the partition"
                 );
-                for (p, _) in good {
-                    let _ = p.msg.ack_with(AckKind::Nak(None)).await;
-                }
+                nak_all(good).await;
                 return Some(Exit::Fenced);
             }
-            // Another writer moved what the batch read (a wallet credited,
-            // a code withdrawn): nothing was written and nothing is wrong
-            // with the messages. Read again at once; this does not count as
-            // a failed attempt unless it keeps happening.
-            Err(BatchError::Changed) if changed < MAX_CHANGED_RETRIES => {
-                changed += 1;
+            Step::ReadAgain { pause } => {
                 metrics::counter!(crate::telemetry::BATCH_CONFLICTS).increment(1);
-                tracing::debug!(
-                    partition = fence.partition,
-                    changed,
-                    "batch inputs changed; reading again"
-                );
-                tokio::time::sleep(Duration::from_millis(u64::from(changed.min(20)))).await;
+                tracing::debug!(partition, conflicts = tries.conflicts, error = %error, "reading again");
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
             }
-            Err(e)
-                if good.len() > 1 && !e.is_connectivity() && !matches!(e, BatchError::Changed) =>
-            {
-                // A statement failed: find the culprit by processing one by one.
-                tracing::warn!(partition = fence.partition, error = %e, "batch failed; retrying its messages one by one");
+            Step::Wait { delay } => {
+                metrics::counter!(crate::telemetry::BATCH_FAILURES).increment(1);
+                waiting.get_or_insert_with(|| ctx.waiting.enter());
+                tracing::warn!(partition, waits = tries.waits, error = %error, retry_in = ?delay,
+                    "PostgreSQL unavailable; holding the batch");
+                if hold(ctx, good, delay, stop).await.is_err() {
+                    return Some(Exit::Shutdown);
+                }
+            }
+            Step::Split => {
+                drop(waiting.take());
+                tracing::warn!(partition, error = %error, "batch failed; trying its messages one by one");
                 for one in good {
-                    let exit = Box::pin(process_with_retries(
-                        ctx,
-                        fence,
-                        std::slice::from_ref(one),
-                        stop,
-                    ))
-                    .await;
+                    let exit = Box::pin(settle(ctx, fence, std::slice::from_ref(one), stop)).await;
                     if exit.is_some() {
                         return exit;
                     }
                 }
                 return None;
             }
-            Err(e) => {
+            Step::Retry { delay } => {
+                drop(waiting.take());
                 metrics::counter!(crate::telemetry::BATCH_FAILURES).increment(1);
-                if attempt >= ctx.settings.max_attempts {
-                    let reason = Reason {
-                        text: format!("technical failure: {e}"),
-                        attempts: attempt,
-                    };
-                    for (p, item) in good {
-                        dead_letter_and_ack(ctx, p, Some(&item.message), &reason).await;
-                    }
-                    return None;
+                tracing::warn!(partition, attempt = tries.attempts, error = %error, retry_in = ?delay,
+                    "a message's statement failed; will retry");
+                if hold(ctx, good, delay, stop).await.is_err() {
+                    return Some(Exit::Shutdown);
                 }
-                tracing::warn!(partition = fence.partition, attempt, error = %e, retry_in = ?delay, "batch failed; will retry");
-                // Keep the messages: tell the server we are still on them.
-                for (p, _) in good {
-                    let _ = p.msg.ack_with(AckKind::Progress).await;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => {
-                        for (p, _) in good {
-                            let _ = p.msg.ack_with(AckKind::Nak(None)).await;
-                        }
+            }
+            Step::DeadLetter => {
+                let reason = Reason {
+                    text: format!("statement failed for this message alone: {error}"),
+                    attempts: tries.attempts,
+                };
+                for (p, item) in good {
+                    if dead_letter_and_ack(ctx, p, Some(&item.message), &reason, stop)
+                        .await
+                        .is_err()
+                    {
                         return Some(Exit::Shutdown);
                     }
-                    _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(ctx.settings.retry_max);
-                attempt += 1;
+                return None;
             }
         }
     }
 }
 
-/// Awaits `work` while telling JetStream every third of the ack wait that
-/// the batch's messages are still being worked on, so they are not
-/// redelivered (and perhaps processed after being dead-lettered) meanwhile.
-async fn with_progress<T>(
+/// One attempt at the batch's transaction, as a span in each of its
+/// purchases' traces.
+async fn attempt(
+    ctx: &Ctx,
+    fence: &Fence,
+    good: &[(Pulled, Item)],
+) -> Result<Vec<ReplyOutcome>, BatchError> {
+    let spans: Vec<tracing::Span> = good
+        .iter()
+        .map(|(p, _)| tracing::info_span!(parent: &p.span, "transaction", batch = good.len()))
+        .collect();
+    let started = Instant::now();
+    let items = good.iter().map(|(_, i)| i.clone()).collect();
+    let result = with_progress(
+        ctx,
+        &messages(good),
+        ctx.committer.submit(fence.clone(), items),
+    )
+    .await;
+    metrics::histogram!(crate::telemetry::TRANSACTION_SECONDS)
+        .record(started.elapsed().as_secs_f64());
+    drop(spans);
+    result
+}
+
+/// Waits `delay` holding the batch (its messages stay in flight, not
+/// redelivered); `Err` if the worker is shutting down, after handing the
+/// messages back.
+async fn hold(
     ctx: &Ctx,
     good: &[(Pulled, Item)],
+    delay: Duration,
+    stop: &CancellationToken,
+) -> Result<(), ()> {
+    let messages = messages(good);
+    progress(&messages).await;
+    tokio::select! {
+        _ = stop.cancelled() => {
+            nak_all(good).await;
+            Err(())
+        }
+        _ = with_progress(ctx, &messages, tokio::time::sleep(delay)) => Ok(()),
+    }
+}
+
+async fn progress(messages: &[&jetstream::Message]) {
+    for m in messages {
+        let _ = m.ack_with(AckKind::Progress).await;
+    }
+}
+
+fn messages(good: &[(Pulled, Item)]) -> Vec<&jetstream::Message> {
+    good.iter().map(|(p, _)| &p.msg).collect()
+}
+
+async fn nak_all(good: &[(Pulled, Item)]) {
+    for (p, _) in good {
+        let _ = p.msg.ack_with(AckKind::Nak(None)).await;
+    }
+}
+
+/// Awaits `work` while telling JetStream every third of the ack wait that
+/// the batch's messages are still being worked on, so they are not
+/// redelivered meanwhile.
+async fn with_progress<T>(
+    ctx: &Ctx,
+    messages: &[&jetstream::Message],
     work: impl std::future::Future<Output = T>,
 ) -> T {
     tokio::pin!(work);
@@ -400,11 +498,7 @@ async fn with_progress<T>(
     loop {
         tokio::select! {
             r = &mut work => return r,
-            _ = ticker.tick() => {
-                for (p, _) in good {
-                    let _ = p.msg.ack_with(AckKind::Progress).await;
-                }
-            }
+            _ = ticker.tick() => progress(messages).await,
         }
     }
 }
@@ -465,24 +559,55 @@ async fn finish(ctx: &Ctx, good: &[(Pulled, Item)], outcomes: Vec<ReplyOutcome>)
     }
 }
 
+/// Publishes a message to the dead-letter stream, then terminates it. If
+/// NATS cannot take it, the message is held (in flight, in order) and the
+/// publish retried with backoff: a NATS outage never reorders or loses it.
+/// `Err` if the worker is shutting down first (the message is handed back).
 async fn dead_letter_and_ack(
     ctx: &Ctx,
     p: &Pulled,
     decoded: Option<&PurchaseMessage>,
     reason: &Reason,
-) {
-    match dead_letters::publish(&ctx.js, &p.msg, decoded, reason).await {
-        Ok(_) => {
-            ctx.dead_lettered.insert(p.sequence);
-            let _ = p.msg.ack_with(AckKind::Term).await;
+    stop: &CancellationToken,
+) -> Result<(), ()> {
+    let mut waits = 0;
+    loop {
+        match dead_letters::publish(&ctx.js, &p.msg, decoded, reason).await {
+            Ok(_) => {
+                ctx.dead_lettered.insert(p.sequence);
+                let _ = p.msg.ack_with(AckKind::Term).await;
+                return Ok(());
+            }
+            Err(e) => {
+                waits += 1;
+                let delay = ctx.policy().backoff(waits, rand::random());
+                tracing::error!(error = %e, sequence = p.sequence, retry_in = ?delay,
+                    "cannot dead-letter yet; holding the message");
+                let _ = p.msg.ack_with(AckKind::Progress).await;
+                let held = [&p.msg];
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        let _ = p.msg.ack_with(AckKind::Nak(None)).await;
+                        return Err(());
+                    }
+                    _ = with_progress(ctx, &held, tokio::time::sleep(delay)) => {}
+                }
+            }
         }
-        Err(e) => {
-            // Not dead-lettered: leave it for redelivery rather than lose it.
-            tracing::error!(error = %e, sequence = p.sequence, "cannot dead-letter; leaving for redelivery");
-            let _ = p
-                .msg
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usable_prefix;
+
+    /// Issue 13, 4: a message without metadata used to be dropped while
+    /// the messages after it were processed, so it came back after them.
+    #[test]
+    fn a_batch_stops_at_its_first_message_without_metadata() {
+        let (prefix, cut) = usable_prefix(vec![Some(1), Some(2), None, Some(4)], |m| m);
+        assert_eq!((prefix, cut), (vec![1, 2], true));
+        let (all, cut) = usable_prefix(vec![Some(1), Some(2)], |m| m);
+        assert_eq!((all, cut), (vec![1, 2], false));
     }
 }

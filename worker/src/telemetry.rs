@@ -6,6 +6,7 @@
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 pub const PARTITIONS_OWNED: &str = "giftcard_worker_partitions_owned";
+pub const PARTITIONS_WAITING: &str = "giftcard_worker_partitions_waiting";
 pub const LIVE_WORKERS: &str = "giftcard_worker_live_workers";
 pub const PARTITION_BACKLOG: &str = "giftcard_worker_partition_backlog";
 pub const PARTITIONS_ACQUIRED: &str = "giftcard_worker_partitions_acquired_total";
@@ -29,6 +30,10 @@ pub const UNAUTHENTICATED: &str = "giftcard_worker_unauthenticated_total";
 pub fn describe() {
     describe_gauge!(PARTITIONS_OWNED, "Partitions this worker holds a lease on");
     describe_gauge!(LIVE_WORKERS, "Workers this one sees registered");
+    describe_gauge!(
+        PARTITIONS_WAITING,
+        "Partitions holding a batch until PostgreSQL is usable again (its purchases are delayed, not failed)"
+    );
     describe_gauge!(
         PARTITION_BACKLOG,
         "Unacknowledged messages (pending and in flight) of an owned partition, refreshed every 5 s"
@@ -64,11 +69,11 @@ pub fn describe() {
     );
     describe_counter!(
         BATCH_FAILURES,
-        "Batch attempts failed for a technical reason (retried)"
+        "Batch attempts failed because PostgreSQL was unavailable or a statement failed (retried)"
     );
     describe_counter!(
         BATCH_CONFLICTS,
-        "Batch writes undone because what their read saw changed meanwhile (read again at once)"
+        "Batch transactions rolled back because another writer changed what their read saw (read again at once)"
     );
     describe_counter!(
         FENCED_BATCHES,
@@ -111,7 +116,7 @@ pub fn describe() {
     ] {
         metrics::counter!(c).increment(0);
     }
-    for g in [PARTITIONS_OWNED, LIVE_WORKERS] {
+    for g in [PARTITIONS_OWNED, LIVE_WORKERS, PARTITIONS_WAITING] {
         metrics::gauge!(g).increment(0.0);
     }
     for h in [

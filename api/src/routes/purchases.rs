@@ -134,6 +134,12 @@ pub async fn create_purchase(
     let outcome = wait_for_outcome(&state, &mut waiter, wait).await;
     drop(held);
     let mut response = match outcome {
+        // Replies and polls are shared by every request waiting on this
+        // purchase id: one with another body under the same key is told
+        // the key is taken, never the purchase's outcome.
+        Some(ReplyOutcome::Completed { purchase }) if !describes(&purchase, &message) => {
+            return Err(ApiError::IdempotencyKeyReused)
+        }
         Some(ReplyOutcome::Completed { purchase }) => {
             let replayed = accepted.duplicate || purchase.sequence != accepted.purchase.sequence;
             replayed_if(replayed, terminal_response(*purchase))
@@ -214,7 +220,10 @@ async fn accept(
         // Same key within the duplicate window: the stream kept the first
         // request; compare bodies against it.
         match original_message(state, sequence).await? {
-            Some(first) if first.request_hash != message.request_hash => {
+            Some(first)
+                if first.request_hash != message.request_hash
+                    && !stored_as(state, message).await =>
+            {
                 return Err(ApiError::IdempotencyKeyReused)
             }
             Some(first) => accepted_at = first.accepted_at,
@@ -304,6 +313,31 @@ async fn publish(
             tracing::warn!("publish timed out");
             Err(unavailable("no acknowledgement in time"))
         }
+    }
+}
+
+/// Whether `purchase` is the outcome of the request `m` (same buyer, card
+/// and quantity).
+fn describes(purchase: &PurchaseView, m: &PurchaseMessage) -> bool {
+    purchase.user_id == m.user_id
+        && purchase.gift_card_id == m.gift_card_id
+        && purchase.quantity == m.quantity
+}
+
+/// Whether purchase `m.purchase_id` is stored (or was accepted) as the
+/// request `m`. Asked only when the message holding the purchase id in the
+/// stream has another body: after the duplicate window, that message may
+/// itself be a later request with another body, and the purchase's own
+/// record is the truth. If neither can be read, the answer is no.
+async fn stored_as(state: &AppState, m: &PurchaseMessage) -> bool {
+    if let Ok(Some((view, _))) = load(&state.poll_db, m.purchase_id).await {
+        return describes(&view, m);
+    }
+    let accepted = state.topology.accepted.get(m.purchase_id.to_string()).await;
+    match accepted.ok().flatten() {
+        Some(raw) => serde_json::from_slice::<AcceptedPurchase>(&raw)
+            .is_ok_and(|a| a.user_id == m.user_id && a.request_hash == m.request_hash),
+        None => false,
     }
 }
 

@@ -1,12 +1,16 @@
 use sea_orm::entity::prelude::*;
 
-/// The highest fencing token (lease revision) that committed a batch for a
-/// partition; a batch carrying a lower token is rejected.
+/// A partition's current owner and its fencing token (epoch, token): a
+/// batch carrying another token is fenced off, and a claim with a lower one
+/// is refused.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "partition_fences")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub partition: i32,
+    /// The lease bucket's creation time (µs since 1970).
+    pub epoch: i64,
+    /// The lease's revision in that bucket.
     pub token: i64,
     pub owner: String,
     pub updated_at: DateTimeUtc,

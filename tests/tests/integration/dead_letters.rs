@@ -127,12 +127,15 @@ async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
     app.stop().await;
 }
 
-/// A purchase dead-lettered while PostgreSQL was down, replayed twice at the
-/// same moment, is processed once and charged once; the replay is recorded.
+/// A purchase dead-lettered because its statement failed for it alone (a
+/// trigger stands in for a bug that rejects its row), replayed twice at the
+/// same moment once the bug is fixed, is processed once and charged once;
+/// the replay is recorded. (An outage never dead-letters: the worker's
+/// `outage` test.)
 #[tokio::test]
 async fn replaying_one_dead_letter_twice_concurrently_charges_once() {
-    let mut app = TestApp::spawn_with(giftcard_tests::Options {
-        own_postgres: true,
+    use sea_orm::ConnectionTrait;
+    let app = TestApp::spawn_with(giftcard_tests::Options {
         max_attempts: 2,
         retry_base: Duration::from_millis(50),
         ..Default::default()
@@ -140,16 +143,22 @@ async fn replaying_one_dead_letter_twice_concurrently_charges_once() {
     .await;
     let card = app.card_with_stock("3.00", 5).await;
     app.credit("quinn", "13.00").await;
-    // The card's partition is owned and serving before the outage.
     let (s, _, b) = app.buy("quinn", card, 1, None, "wait=10").await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    app.pg.as_mut().unwrap().stop();
-    let (s, _, b) = app.buy("quinn", card, 1, Some("outage"), "wait=1").await;
+    app.db
+        .execute_unprepared(
+            "CREATE FUNCTION test_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               RAISE EXCEPTION 'rejected by the test' USING ERRCODE = 'data_exception'; END $$; \
+             CREATE TRIGGER test_poison BEFORE INSERT ON purchases FOR EACH ROW \
+               WHEN (NEW.idempotency_key = 'poisoned' AND NEW.status <> 'dead_lettered') \
+               EXECUTE FUNCTION test_poison()",
+        )
+        .await
+        .unwrap();
+    let (s, _, b) = app.buy("quinn", card, 1, Some("poisoned"), "wait=1").await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let pid = b["id"].as_str().unwrap().to_owned();
-    // Two attempts fail (each may wait for a connect timeout), then the
-    // message is dead-lettered; PostgreSQL comes back and it is indexed.
-    // Wait until it is in the dead-letter stream, then bring PostgreSQL back.
+    // Two attempts fail, then the message is dead-lettered.
     let js = jetstream::new(app.nats_client().await);
     let mut dlq = js
         .get_stream(giftcard_shared::contract::DLQ_STREAM)
@@ -166,7 +175,11 @@ async fn replaying_one_dead_letter_twice_concurrently_charges_once() {
         1,
         "dead-lettered within 30 s"
     );
-    app.pg.as_mut().unwrap().restart();
+    // The bug is fixed.
+    app.db
+        .execute_unprepared("DROP TRIGGER test_poison ON purchases")
+        .await
+        .unwrap();
     let list = wait_dead_letters(&app, 1).await;
     let dl = list["items"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(list["items"][0]["purchase_id"], pid.as_str());
@@ -189,7 +202,7 @@ async fn replaying_one_dead_letter_twice_concurrently_charges_once() {
         detail["headers"]["Giftcard-Dlq-Reason"]
             .as_str()
             .unwrap()
-            .contains("technical failure"),
+            .contains("statement failed for this message alone"),
         "{detail}"
     );
     assert_eq!(detail["history"].as_array().unwrap().len(), 1);

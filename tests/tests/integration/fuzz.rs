@@ -8,8 +8,8 @@
 //! `scripts/install-schemathesis.sh`, which `./scripts/test.sh` runs; the
 //! seed is fixed, so a run is repeatable.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use giftcard_tests::processes::ApiProcess;
 use giftcard_tests::TestApp;
@@ -22,6 +22,11 @@ const SEED: &str = "20261201";
 /// What must hold for every answer (Schemathesis' names).
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
     response_schema_conformance,response_headers_conformance,ignored_auth";
+
+/// What CPython 3.11 raises at random inside `ast.parse` when Hypothesis
+/// describes a strategy from several threads (CPython gh-106905): a crash
+/// of the tool, not an answer of the api. One more run is allowed for it.
+const CPYTHON_AST_BUG: &str = "AST constructor recursion depth mismatch";
 
 fn schemathesis() -> PathBuf {
     let path = std::env::var_os("GIFTCARD_SCHEMATHESIS")
@@ -53,27 +58,11 @@ async fn schemathesis_finds_no_server_error_in_the_openapi_surface() {
         .metric(&app.http, "giftcard_api_http_requests_total")
         .await;
     let report = tempfile::tempdir().expect("report dir");
-    let run = tokio::task::spawn_blocking({
-        let (st, url, token) = (st.clone(), api.url.clone(), app.admin_token());
-        let report = report.path().to_owned();
-        move || {
-            Command::new(st)
-                .args(["run", &format!("{url}/openapi.json")])
-                .args(["--checks", CHECKS])
-                .args(["--max-examples", EXAMPLES, "--seed", SEED])
-                .args(["--phases", "examples,coverage,fuzzing,stateful"])
-                .args(["--workers", "2", "--request-timeout", "60"])
-                .args(["--suppress-health-check", "all", "--no-color"])
-                .args(["--header", &format!("Authorization: Bearer {token}")])
-                .args(["--report", "junit", "--report-dir"])
-                .arg(&report)
-                .env("NO_COLOR", "1")
-                .output()
-                .expect("run schemathesis")
-        }
-    })
-    .await
-    .expect("schemathesis task");
+    let mut run = fuzz(&st, &api, &app, report.path()).await;
+    if !run.status.success() && String::from_utf8_lossy(&run.stdout).contains(CPYTHON_AST_BUG) {
+        eprintln!("schemathesis crashed inside CPython ({CPYTHON_AST_BUG}); running it again");
+        run = fuzz(&st, &api, &app, report.path()).await;
+    }
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     let requests = api
@@ -116,4 +105,27 @@ async fn server_errors(app: &TestApp, api: &ApiProcess) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// One Schemathesis run against `api`, its junit report in `report`.
+async fn fuzz(st: &Path, api: &ApiProcess, app: &TestApp, report: &Path) -> Output {
+    let (st, url, token) = (st.to_owned(), api.url.clone(), app.admin_token());
+    let report = report.to_owned();
+    tokio::task::spawn_blocking(move || {
+        Command::new(st)
+            .args(["run", &format!("{url}/openapi.json")])
+            .args(["--checks", CHECKS])
+            .args(["--max-examples", EXAMPLES, "--seed", SEED])
+            .args(["--phases", "examples,coverage,fuzzing,stateful"])
+            .args(["--workers", "2", "--request-timeout", "60"])
+            .args(["--suppress-health-check", "all", "--no-color"])
+            .args(["--header", &format!("Authorization: Bearer {token}")])
+            .args(["--report", "junit", "--report-dir"])
+            .arg(&report)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run schemathesis")
+    })
+    .await
+    .expect("schemathesis task")
 }

@@ -1,9 +1,11 @@
 use std::collections::HashSet;
+use std::time::Duration;
 
 use async_nats::jetstream;
 use giftcard_shared::contract::{purchase_subject, PurchaseMessage, HEADER_REPLY_TO};
 use giftcard_tests::{assert_error, invariants, Options, TestApp};
 use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn one_key_retried_concurrently_yields_one_purchase_and_one_charge() {
@@ -145,5 +147,78 @@ async fn a_redelivered_message_is_answered_from_the_stored_result() {
         .await;
     assert_eq!(c["available_codes"], 7);
     invariants::check(&app.db).await;
+    app.stop().await;
+}
+
+/// Waiters are shared per purchase id, so a request with another body
+/// under a key whose purchase completed while it waited was handed that
+/// purchase's outcome (201 with the first request's card, quantity and
+/// codes; the nemesis found it). Its answer is 422 `IDEMPOTENCY_KEY_REUSED`.
+#[tokio::test]
+async fn a_request_with_another_body_is_never_answered_with_the_purchases_outcome() {
+    let mut app = TestApp::spawn_with(Options {
+        duplicate_window: Some(Duration::from_secs(1)),
+        ..Options::without_worker()
+    })
+    .await;
+    let card = app.card_with_stock("1.00", 5).await;
+    app.credit("hana", "10.00").await;
+    let (s, _, first) = app.buy("hana", card, 1, Some("k"), "wait=0").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{first}");
+    // Past the duplicate window: the api publishes the other body, and it
+    // waits on the purchase id while no worker runs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let other = {
+        let (http, url, token) = (app.http.clone(), app.api_url.clone(), app.token("hana"));
+        tokio::spawn(async move {
+            let resp = http
+                .post(format!("{url}/v1/purchases"))
+                .bearer_auth(token)
+                .header("Prefer", "wait=20")
+                .header("Idempotency-Key", "k")
+                .json(&json!({"gift_card_id": card, "quantity": 2}))
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first message is decided first; its reply reaches every waiter.
+    app.start_worker().await;
+    let (s, body) = other.await.unwrap();
+    assert_error(s, &body, 422, "IDEMPOTENCY_KEY_REUSED");
+    let done = app
+        .wait_terminal("hana", first["id"].as_str().unwrap())
+        .await;
+    assert_eq!(done["quantity"], 1, "{done}");
+    assert_eq!(app.balance("hana").await, "9.00", "charged once");
+    invariants::check(&app.db).await;
+    app.stop().await;
+}
+
+/// After the duplicate window, a request with another body takes the
+/// purchase id in the stream; a retry of the original body then collides
+/// with it. The purchase is stored as the original: the retry gets its
+/// outcome, not 422.
+#[tokio::test]
+async fn a_retry_of_the_original_body_after_another_body_gets_the_outcome() {
+    let app = TestApp::spawn_with(Options {
+        duplicate_window: Some(Duration::from_secs(1)),
+        ..Options::default()
+    })
+    .await;
+    let card = app.card_with_stock("1.00", 5).await;
+    app.credit("iris", "10.00").await;
+    let (s, _, first) = app.buy("iris", card, 1, Some("k"), "wait=10").await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (s, _, body) = app.buy("iris", card, 2, Some("k"), "wait=10").await;
+    assert_error(s, &body, 422, "IDEMPOTENCY_KEY_REUSED");
+    let (s, headers, again) = app.buy("iris", card, 1, Some("k"), "wait=10").await;
+    assert_eq!(s, StatusCode::CREATED, "{again}");
+    assert_eq!(again, first);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(app.balance("iris").await, "9.00", "charged once");
     app.stop().await;
 }

@@ -497,6 +497,29 @@ impl TestApp {
         .await
     }
 
+    /// Waits (up to 30 s) until the api lists at least `n` pending dead
+    /// letters; returns them.
+    pub async fn dead_letters_at_least(&self, n: usize) -> Vec<Value> {
+        for _ in 0..300 {
+            let (s, _, b) = self
+                .call(
+                    reqwest::Method::GET,
+                    "/v1/admin/dead-letters",
+                    Some(&self.admin_token()),
+                    None,
+                    &[],
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            let items = b["items"].as_array().cloned().unwrap_or_default();
+            if items.len() >= n {
+                return items;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("fewer than {n} pending dead letters after 30 s");
+    }
+
     /// Polls `GET /v1/purchases/{id}` until it is terminal.
     pub async fn wait_terminal(&self, user: &str, id: &str) -> Value {
         let token = self.token(user);

@@ -41,28 +41,6 @@ pub async fn publish_poison(app: &TestApp, card: Uuid, payload: &[u8], signed: b
         .expect("ack");
 }
 
-/// Waits until `n` dead letters are pending; returns them.
-pub async fn pending_dead_letters(app: &TestApp, n: usize) -> Vec<Value> {
-    for _ in 0..300 {
-        let (s, _, b) = app
-            .call(
-                reqwest::Method::GET,
-                "/v1/admin/dead-letters",
-                Some(&app.admin_token()),
-                None,
-                &[],
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        let items = b["items"].as_array().cloned().unwrap_or_default();
-        if items.len() >= n {
-            return items;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("fewer than {n} pending dead letters after 30 s");
-}
-
 /// An admin token for `sub`, valid for `minutes`.
 fn admin_token(sub: &str, minutes: i64) -> String {
     giftcard_shared::auth::mint(
@@ -292,7 +270,7 @@ async fn actions_need_the_sessions_csrf_token_and_a_confirmation_and_record_the_
     let app = TestApp::spawn().await;
     let card = app.card_with_stock("1.00", 1).await;
     publish_poison(&app, card, b"not json", true).await;
-    let dl = pending_dead_letters(&app, 1).await[0]["id"]
+    let dl = app.dead_letters_at_least(1).await[0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -452,7 +430,7 @@ async fn bulk_replay_replays_a_filter_in_batches_with_progress_and_skips_forgeri
     }
     publish_poison(&app, card, b"forged", false).await;
     publish_poison(&app, other, b"not json, other card", true).await;
-    pending_dead_letters(&app, 5).await;
+    app.dead_letters_at_least(5).await;
     let (cookie, csrf) = login(&app, "ops-erin").await;
     // The list's reason filter: any case, wildcards typed are literal.
     let (s, _, page) = get(
@@ -515,7 +493,7 @@ async fn bulk_replay_replays_a_filter_in_batches_with_progress_and_skips_forgeri
 
     // The three come back as new dead letters; this run did not loop on
     // them. The forgery and the other card's stay pending.
-    let items = pending_dead_letters(&app, 5).await;
+    let items = app.dead_letters_at_least(5).await;
     let from_replays = items
         .iter()
         .filter(|i| i["reason"].as_str().unwrap().contains("undecodable"))

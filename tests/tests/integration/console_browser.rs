@@ -8,7 +8,7 @@ use giftcard_tests::TestApp;
 use reqwest::StatusCode;
 use sea_orm::ConnectionTrait;
 
-use crate::console::{pending_dead_letters, publish_poison};
+use crate::console::publish_poison;
 
 fn admin_token(sub: &str) -> String {
     giftcard_shared::auth::mint(
@@ -49,7 +49,7 @@ async fn an_operator_logs_in_sees_the_workers_and_resolves_poison_messages_in_a_
     assert_eq!(s, StatusCode::CREATED, "{b}");
     publish_poison(&app, card, b"not json", true).await;
     publish_poison(&app, card, br#"{"v": 1, "forged": true}"#, false).await;
-    pending_dead_letters(&app, 2).await;
+    app.dead_letters_at_least(2).await;
     let (_, _, fleet) = app
         .call(
             reqwest::Method::GET,
@@ -136,7 +136,7 @@ async fn an_operator_logs_in_sees_the_workers_and_resolves_poison_messages_in_a_
     // Two more: replayed in bulk, with the page's progress bar.
     publish_poison(&app, card, b"not json 2", true).await;
     publish_poison(&app, card, b"not json 3", true).await;
-    pending_dead_letters(&app, 2).await;
+    app.dead_letters_at_least(2).await;
     b.goto(&format!(
         "{}/console/dead-letters/replay?reason=undecodable",
         app.api_url

@@ -6,26 +6,6 @@ use giftcard_tests::{assert_error, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-async fn wait_dead_letters(app: &TestApp, n: usize) -> serde_json::Value {
-    for _ in 0..200 {
-        let (s, _, b) = app
-            .call(
-                Method::GET,
-                "/v1/admin/dead-letters",
-                Some(&app.admin_token()),
-                None,
-                &[],
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        if b["items"].as_array().unwrap().len() >= n {
-            return b;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("fewer than {n} dead letters after 10 s");
-}
-
 /// Publishes `payload` to `subject`, signed as an api would sign it (so
 /// that the worker judges it on its content).
 async fn publish_signed(js: &jetstream::Context, subject: &str, payload: &[u8]) {
@@ -54,13 +34,8 @@ async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
     ] {
         publish_signed(&js, &subject, payload).await;
     }
-    let list = wait_dead_letters(&app, 3).await;
-    let reasons: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["reason"].as_str().unwrap())
-        .collect();
+    let list = app.dead_letters_at_least(3).await;
+    let reasons: Vec<&str> = list.iter().map(|i| i["reason"].as_str().unwrap()).collect();
     assert!(
         reasons
             .iter()
@@ -68,14 +43,14 @@ async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
         "{reasons:?}"
     );
     assert!(reasons.iter().all(|r| !r.is_empty()));
-    assert_eq!(list["items"][0]["gift_card_id"], json!(card));
+    assert_eq!(list[0]["gift_card_id"], json!(card));
 
     // The worker still serves the card.
     let (s, _, b) = app.buy("max", card, 1, None, "wait=10").await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
 
     // Discard one, replay the others (they come back as dead letters).
-    let first = list["items"][0]["id"].as_str().unwrap().to_owned();
+    let first = list[0]["id"].as_str().unwrap().to_owned();
     let admin = app.admin_token();
     let (s, _, _) = app
         .call(
@@ -108,12 +83,8 @@ async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     assert_eq!(b["replayed"], 2);
-    let again = wait_dead_letters(&app, 2).await;
-    assert_eq!(
-        again["items"].as_array().unwrap().len(),
-        2,
-        "replayed poison is dead-lettered again"
-    );
+    let again = app.dead_letters_at_least(2).await;
+    assert_eq!(again.len(), 2, "replayed poison is dead-lettered again");
     let (s, _, b) = app
         .call(
             Method::POST,
@@ -180,9 +151,9 @@ async fn replaying_one_dead_letter_twice_concurrently_charges_once() {
         .execute_unprepared("DROP TRIGGER test_poison ON purchases")
         .await
         .unwrap();
-    let list = wait_dead_letters(&app, 1).await;
-    let dl = list["items"][0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(list["items"][0]["purchase_id"], pid.as_str());
+    let list = app.dead_letters_at_least(1).await;
+    let dl = list[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list[0]["purchase_id"], pid.as_str());
     let p = app.wait_terminal("quinn", &pid).await;
     assert_eq!(p["status"], "dead_lettered", "{p}");
 
@@ -260,7 +231,7 @@ async fn replay_all_goes_in_bounded_batches_that_count_and_end() {
     for _ in 0..5 {
         publish_signed(&js, &subject, br#"{"v": 1}"#).await;
     }
-    wait_dead_letters(&app, 5).await;
+    app.dead_letters_at_least(5).await;
     let admin = app.admin_token();
     let batch = |body: serde_json::Value| {
         let (app, admin) = (&app, admin.clone());
@@ -295,7 +266,7 @@ async fn replay_all_goes_in_bounded_batches_that_count_and_end() {
         }
         // Let the replays come back as dead letters (5 pending again): the
         // pass must not pick them up.
-        wait_dead_letters(&app, 5).await;
+        app.dead_letters_at_least(5).await;
         assert!(seen.len() < 10, "the pass does not end: {seen:?}");
     }
     assert_eq!(seen, [(2, 3), (2, 1), (1, 0)]);
@@ -306,8 +277,8 @@ async fn replay_all_goes_in_bounded_batches_that_count_and_end() {
     assert_error(s, &b, 400, "VALIDATION_FAILED");
 
     // The poison came back; giftcardctl replays the new ones, in batches.
-    let again = wait_dead_letters(&app, 5).await;
-    assert_eq!(again["items"].as_array().unwrap().len(), 5);
+    let again = app.dead_letters_at_least(5).await;
+    assert_eq!(again.len(), 5);
     let argv = [
         "giftcardctl",
         "--api-url",

@@ -3,15 +3,16 @@
 #   bench/results/<timestamp>/{report.md,results.json,chart.svg,flame-*.svg,logs-*}
 #   bench/results/latest.{md,json,svg}
 #
-#   ./bench/run.sh                                  everything (about 45 minutes on 2 cores)
+#   ./bench/run.sh                                  everything (about 50 minutes on 2 cores)
 #   ./bench/run.sh --suites compare --scenarios hot --strategies pipeline,skip-locked
 #   ./bench/run.sh --help                           every option
 #
-# Suites: compare (pipeline vs peers, CPU per purchase by process), sql
-# (pgbench and EXPLAIN of the peers' SQL), profile (perf flame graphs of api
-# and worker), soak (probe, 400k purchases, probe), cluster (3-node NATS, R3,
-# sync_interval always), scale (1, 2, 4, 8 CPU-limited workers; needs root
-# and the cgroup cpu controller).
+# Suites, in the order they run: sql (pgbench and EXPLAIN of the peers' SQL;
+# the peers then use the sweep's best pool size), compare (pipeline vs peers,
+# CPU per purchase by process), profile (perf flame graphs of api, worker
+# and PostgreSQL), soak (probe, 400k purchases, probe), cluster (3-node
+# NATS, R3, sync_interval always), scale (1, 2, 4, 8 CPU-limited workers;
+# needs root and the cgroup cpu controller).
 #
 # It installs what it needs (pgbench and psql from postgresql-15, perf from
 # linux-perf, inferno into .tools/), builds release binaries, and starts its

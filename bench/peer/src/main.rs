@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
+/// One runtime thread: the peer's own work is a fraction of a core, and
+/// one thread has no work stealing or cross-thread wake-ups (the
+/// scheduler's context switches were a fifth of its CPU on two threads).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = giftcard_peer::Cli::parse();
     giftcard_shared::telemetry::init_tracing("giftcard-peer");

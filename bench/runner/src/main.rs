@@ -37,12 +37,14 @@ use serde_json::{json, Value};
 use crate::runs::{Bench, Spec};
 use crate::targets::{Nats, PipelineShape};
 
-const SUITES: &str = "compare,sql,profile,soak,cluster,scale";
+/// In the order they run: `sql` first, so that the peers' pool size is
+/// the best of its sweep.
+const SUITES: &str = "sql,compare,profile,soak,cluster,scale";
 
 /// Benchmark the pipeline against the database-locking approaches.
 #[derive(Parser, Debug, Clone)]
 pub struct Args {
-    /// Suites to run, comma separated: compare, sql, profile, soak, cluster, scale.
+    /// Suites to run, comma separated: sql, compare, profile, soak, cluster, scale.
     #[arg(long, default_value = SUITES, value_delimiter = ',')]
     pub suites: Vec<String>,
     /// Strategies, comma separated.
@@ -138,6 +140,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bins: &bins,
         pg: &pg,
         dir: &dir,
+        pools: Default::default(),
     };
     let mut doc = json!({});
     // A failed suite is reported, and the others still run.
@@ -187,7 +190,11 @@ async fn run_suite(bench: &Bench<'_>, suite: &str) -> anyhow::Result<Value> {
             for strategy in ["skip-locked", "advisory-lock"] {
                 if args.strategies.iter().any(|s| s == strategy) {
                     eprintln!("[bench] sql: {strategy}");
-                    limits.push(sqlcheck::measure(args, bench.pg, strategy, bench.dir).await?);
+                    let limit = sqlcheck::measure(args, bench.pg, strategy, bench.dir).await?;
+                    if let Ok(mut pools) = bench.pools.lock() {
+                        pools.insert(strategy.to_owned(), limit.best_connections());
+                    }
+                    limits.push(limit);
                 }
             }
             serde_json::to_value(limits)?

@@ -159,7 +159,7 @@ const PEERS: &str = "
 - **One round trip** (`skip-locked`, `advisory-lock`): the purchase is one call of a PL/pgSQL function (`bench/peer/src/buy.rs`) that reads the card, claims the codes, debits the wallet and writes the ledger entry and the purchase row in one READ COMMITTED transaction. Statement by statement it was eight round trips (a look-up of the purchase, `BEGIN`, five statements, `COMMIT`), plus a ping per statement from the pool; under the advisory lock every one of them was spent holding the card's lock.
 - **Plan choice**: the function runs with `plan_cache_mode = force_generic_plan` (planned once per connection; re-planning every call cost as much as running it), and the claim is `id = ANY (ARRAY(SELECT … LIMIT n FOR UPDATE SKIP LOCKED))`, whose generic plan stays on the indexes (an `IN (SELECT …)` join's generic plan can turn into a sequential scan).
 - **Dead index entries**: a claimed code leaves a dead entry at the front of the card's available-codes index until vacuum; a claim that scans from the start of the card wades through all of them (the first `EXPLAIN` above: thousands of buffers after a few seconds of load). The peer remembers the last code it claimed per card and starts there (the second `EXPLAIN`: a handful), falling back to the start only when nothing is left after it.
-- **Pool size**: 32 connections, the best of the `pgbench` sweep above for this machine.
+- **Pool size**: the best connection count of the `pgbench` sweep above (the `sql` suite runs first and hands it to the peer; 32 without it): PostgreSQL does best with a few connections per core, and more only queue on the same cores.
 - **Wallet contention**: none from the load generator: each client buys as its own share of the 1000 buyers, so no two requests debit one wallet at the same time.
 - **HTTP**: axum with the same extractors as the api, no look-up before a purchase (a repeated Idempotency-Key collides on the purchase row and is answered from the stored one), HS256 tokens verified per request like the api.
 - **Optimistic** (`optimistic`, `optimistic-random`): true to the origin (row version, 3 retries 1 s apart), statement by statement; only the look-up before each purchase and the per-statement ping are gone.
@@ -370,38 +370,50 @@ fn sql_limits(md: &mut String, limits: &[Value], compared: &[Value], args: &Args
     md.push_str("\n## The peers' SQL without HTTP\n\n");
     let _ = writeln!(
         md,
-        "`pgbench -M prepared` runs exactly the peer's call (`bench/peer/src/buy.rs`; script saved as `pgbench-<strategy>.sql`) on the hot scenario's data, {} connections, {} s, after a short connection-count sweep; the peer's HTTP throughput in the hot comparison above should be within 10% of the best of them (its SQL's limit here). On 2 shared cores the peer's own CPU and the load generator's come out of PostgreSQL's share, which pgbench's client hardly takes.\n",
+        "`pgbench -M prepared` runs exactly the peer's call (`bench/peer/src/buy.rs`; script saved as `pgbench-<strategy>.sql`) on the hot scenario's data, {} connections, {} s, after a short connection-count sweep; the peer runs with the sweep's best connection count as its pool. pgbench's client hardly takes any CPU, so the best of the sweep is the SQL's limit when PostgreSQL has every core; over HTTP the peer and the load generator share those cores, so the peer's limit is the cores divided by PostgreSQL's CPU per transaction at the sweep's best plus the peer's and the load generator's CPU per purchase (from the hot comparison). The peer should come within 10% of that limit.\n",
         args.clients, args.duration
     );
-    md.push_str("| strategy | pgbench tx/s | latency ms | PostgreSQL CPU µs/tx | best of the sweep, tx/s | peer over HTTP, purchases/s | HTTP / best pgbench | sweep (connections: tx/s) |\n");
-    md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    md.push_str("| strategy | pgbench tx/s | latency ms | PostgreSQL CPU µs/tx | best of the sweep, tx/s (connections) | peer over HTTP, purchases/s | HTTP / best pgbench | limit sharing the cores, tx/s | HTTP / that limit | sweep (connections: tx/s, PostgreSQL µs/tx) |\n");
+    md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
     for l in limits {
         let main = &l["main"];
-        let best = l["sweep"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| f(&r["tps"]))
-            .fold(f(&main["tps"]), f64::max);
-        let http = find(compared, s(&l["strategy"]), "hot").map(|r| f(&r["throughput_per_sec"]));
-        let sweep: Vec<String> = l["sweep"]
-            .as_array()
-            .map(|v| {
-                v.iter()
-                    .map(|r| format!("{}: {:.0}", r["clients"], f(&r["tps"])))
-                    .collect()
+        let runs: Vec<&Value> = l["sweep"].as_array().into_iter().flatten().collect();
+        let best = runs
+            .iter()
+            .copied()
+            .max_by(|a, b| f(&a["tps"]).total_cmp(&f(&b["tps"])))
+            .unwrap_or(main);
+        let strategy = s(&l["strategy"]);
+        let hot = find(compared, strategy, "hot");
+        let http = hot.map(|r| f(&r["throughput_per_sec"]));
+        let shared = hot.map(|r| shared_limit(best, &r["cpu_us_per_purchase"], strategy));
+        let ratio = |num: Option<f64>, den: f64| {
+            num.map_or("-".into(), |n| format!("{:.2}", n / den.max(1e-9)))
+        };
+        let sweep: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}: {:.0}, {:.0}",
+                    r["clients"],
+                    f(&r["tps"]),
+                    f(&r["postgres_cpu_us"])
+                )
             })
-            .unwrap_or_default();
+            .collect();
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.1} | {:.0} | {best:.0} | {} | {} | {} |",
-            s(&l["strategy"]),
+            "| {strategy} | {:.0} | {:.1} | {:.0} | {:.0} ({}) | {} | {} | {} | {} | {} |",
             f(&main["tps"]),
             f(&main["latency_ms"]),
             f(&main["postgres_cpu_us"]),
+            f(&best["tps"]),
+            best["clients"],
             http.map_or("-".into(), |h| format!("{h:.0}")),
-            http.map_or("-".into(), |h| format!("{:.2}", h / best.max(1e-9))),
-            sweep.join(", ")
+            ratio(http, f(&best["tps"])),
+            shared.map_or("-".into(), |v| format!("{v:.0}")),
+            ratio(http, shared.unwrap_or(0.0)),
+            sweep.join("; ")
         );
     }
     for l in limits {
@@ -413,6 +425,17 @@ fn sql_limits(md: &mut String, limits: &[Value], compared: &[Value], args: &Args
             s(&l["explain_from_cursor"])
         );
     }
+}
+
+/// What the peer's SQL can do when PostgreSQL shares this machine's cores
+/// with the peer and the load generator: cores over the CPU one purchase
+/// takes in all three (PostgreSQL's at the sweep's best connection count).
+fn shared_limit(best: &Value, cpu_per_purchase: &Value, strategy: &str) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let us = f(&best["postgres_cpu_us"])
+        + f(&cpu_per_purchase[strategy])
+        + f(&cpu_per_purchase["loadgen"]);
+    cores * 1e6 / us.max(1e-9)
 }
 
 fn profile(md: &mut String, run: &Value) {

@@ -33,9 +33,16 @@ pub struct Bench<'a> {
     pub bins: &'a Binaries,
     pub pg: &'a giftcard_tests::PgCluster,
     pub dir: &'a Path,
+    /// Per peer strategy, its pool size: the best connection count of the
+    /// `sql` suite's sweep (which runs first), else the peer's default.
+    pub pools: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl Bench<'_> {
+    fn pool(&self, strategy: &str) -> Option<usize> {
+        self.pools.lock().ok()?.get(strategy).copied()
+    }
+
     /// Seeds a fresh database for `spec.scenario` and runs `spec` on it.
     pub async fn fresh(&self, spec: Spec<'_>) -> anyhow::Result<serde_json::Value> {
         let db_name = format!("bench_{}", spec.label.replace(['-', '/'], "_"));
@@ -57,7 +64,14 @@ impl Bench<'_> {
         if spec.strategy == "pipeline" {
             Target::pipeline(self.bins, &spec.shape, &url, &logs).await
         } else {
-            Target::peer(self.bins, spec.strategy, &url, &logs).await
+            Target::peer(
+                self.bins,
+                spec.strategy,
+                self.pool(spec.strategy),
+                &url,
+                &logs,
+            )
+            .await
         }
     }
 

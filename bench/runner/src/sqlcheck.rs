@@ -211,6 +211,16 @@ fn psql_one(pg: &giftcard_tests::PgCluster, db: &str, sql: &str) -> anyhow::Resu
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+impl SqlLimit {
+    /// The sweep's fastest connection count: the peer's pool size.
+    pub fn best_connections(&self) -> usize {
+        self.sweep
+            .iter()
+            .max_by(|a, b| a.tps.total_cmp(&b.tps))
+            .map_or(self.main.clients, |r| r.clients)
+    }
+}
+
 /// Measures `strategy`'s SQL (skip-locked or advisory-lock) on a fresh hot database.
 pub async fn measure(
     args: &Args,

@@ -109,16 +109,20 @@ impl Target {
     pub async fn peer(
         bins: &Binaries,
         strategy: &str,
+        pool: Option<usize>,
         database_url: &str,
         logs: &Path,
     ) -> anyhow::Result<Self> {
         let port = free_port();
-        let args = vec![
+        let mut args = vec![
             "--strategy".to_owned(),
             strategy.to_owned(),
             "--listen".to_owned(),
             format!("127.0.0.1:{port}"),
         ];
+        if let Some(n) = pool {
+            args.extend(["--db-max-connections".to_owned(), n.to_string()]);
+        }
         let log = logs.join(format!("peer-{strategy}.log"));
         let common = [
             ("DATABASE_URL", database_url.to_owned()),

@@ -21,7 +21,6 @@ pub struct ServiceProcess {
     pub log: std::path::PathBuf,
     binary: std::path::PathBuf,
     env: Vec<(String, String)>,
-    previous_logs: Vec<String>,
     process: Option<Guarded>,
 }
 
@@ -126,7 +125,6 @@ impl ServiceProcess {
             log,
             binary: binary.to_path_buf(),
             env,
-            previous_logs: Vec::new(),
             process: Some(process),
         }
     }
@@ -141,8 +139,11 @@ impl ServiceProcess {
     pub fn restart(&mut self) {
         assert!(!self.alive(), "{} is still running", self.id);
         self.process = None;
-        self.previous_logs
-            .push(std::fs::read_to_string(&self.log).unwrap_or_default());
+        let mark = format!("--- {} restarted ---\n", self.id);
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, mark.as_bytes()));
         self.process = Some(Guarded::spawn_with_env(
             &self.binary,
             &[],
@@ -166,9 +167,7 @@ impl ServiceProcess {
 
     /// Everything the process wrote to stdout and stderr, every run.
     pub fn output(&self) -> String {
-        let mut text = self.previous_logs.concat();
-        text.push_str(&std::fs::read_to_string(&self.log).unwrap_or_default());
-        text
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {
@@ -214,16 +213,39 @@ impl ServiceProcess {
         self.process = None;
     }
 
-    /// The sum of a metric's samples on this process's `/metrics`.
+    /// The sum of a metric's samples on this process's `/metrics` (NaN if
+    /// it does not answer).
     pub async fn metric(&self, http: &reqwest::Client, name: &str) -> f64 {
-        let Ok(resp) = http.get(format!("{}/metrics", self.url)).send().await else {
+        self.metric_where(http, name, &[]).await
+    }
+
+    /// The sum of the samples of `name` whose labels include every
+    /// `(label, value)` of `labels` (NaN if `/metrics` does not answer).
+    pub async fn metric_where(
+        &self,
+        http: &reqwest::Client,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> f64 {
+        let Some(text) = self.metrics_text(http).await else {
             return f64::NAN;
         };
-        let text = resp.text().await.unwrap_or_default();
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
         text.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter(|l| wanted.iter().all(|w| l.contains(w.as_str())))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// This process's `/metrics` page (None if it does not answer).
+    pub async fn metrics_text(&self, http: &reqwest::Client) -> Option<String> {
+        let resp = http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .ok()?;
+        resp.text().await.ok()
     }
 
     /// `GET /readyz`: the status code (0 if unreachable) and the body.

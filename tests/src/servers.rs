@@ -40,7 +40,12 @@ impl Guarded {
         log: &Path,
         env: &[(String, String)],
     ) -> Self {
-        let log_file = std::fs::File::create(log).expect("create server log");
+        // Appended to: a restarted process's log follows its earlier runs'.
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the server log");
         let mut cmd = Command::new("sh");
         // The guardian starts the server, prints its pid, and kills it
         // (SIGINT, then SIGKILL) when stdin closes.

@@ -127,15 +127,10 @@ async fn requests_are_counted_per_route_template_and_status_class() {
         get("/v1/gift-cards".into(), Some(app.token("m"))).await,
         200
     );
-    let text = app
-        .http
-        .get(format!("{}/metrics", api.url))
-        .send()
+    let text = api
+        .metrics_text(&app.http)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .expect("the api's /metrics");
     for series in [
         r#"giftcard_api_http_requests_total{method="GET",route="/v1/wallet",status_class="4xx"} 1"#,
         r#"giftcard_api_http_requests_total{method="GET",route="/v1/purchases/{id}",status_class="4xx"} 1"#,

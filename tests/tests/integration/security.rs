@@ -299,21 +299,15 @@ async fn a_genuine_message_republished_to_the_forgers_inbox_reaches_nobody_and_c
 
 /// Messages the workers verified with the `key` secret since they started.
 async fn verified(http: &reqwest::Client, workers: &[WorkerProcess], key: &str) -> f64 {
-    let series = format!("giftcard_worker_messages_verified_total{{key=\"{key}\"}} ");
     let mut sum = 0.0;
     for w in workers {
-        let text = http
-            .get(format!("{}/metrics", w.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        sum += text
-            .lines()
-            .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
+        sum += w
+            .metric_where(
+                http,
+                "giftcard_worker_messages_verified_total",
+                &[("key", key)],
+            )
+            .await;
     }
     sum
 }

@@ -127,6 +127,7 @@ pub fn markdown(doc: &Value, args: &Args) -> String {
         targets(&mut md, &compared, args);
         cpu_table(&mut md, &compared);
         breakdown(&mut md, &compared);
+        hot_bound(&mut md, &compared);
     }
     if let Some(limits) = doc["sql"].as_array().filter(|l| !l.is_empty()) {
         sql_limits(&mut md, limits, &compared, args);
@@ -364,6 +365,55 @@ fn breakdown(md: &mut String, results: &[Value]) {
             b["publish_ms"]
         );
     }
+}
+
+/// Why the hot scenario runs at the rate it does: one card is one
+/// partition, so one worker loop and one PostgreSQL backend decide every
+/// purchase of it, one batch after another.
+fn hot_bound(md: &mut String, results: &[Value]) {
+    let (Some(p), Some(k)) = (
+        find(results, "pipeline", "hot"),
+        find(results, "skip-locked", "hot"),
+    ) else {
+        return;
+    };
+    let b = &p["pipeline_breakdown"];
+    let (size, batch_ms, txn_ms) = (
+        f(&b["batch_size"]),
+        f(&b["batch_ms"]),
+        f(&b["transaction_ms"]),
+    );
+    if size <= 0.0 || batch_ms <= 0.0 {
+        return;
+    }
+    let rate = f(&p["throughput_per_sec"]);
+    let cpu = &p["cpu_us_per_purchase"];
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let busy = f(&cpu["total"]) * rate / (cores * 1e4);
+    let target = 3.0 * f(&k["throughput_per_sec"]);
+    let _ = writeln!(
+        md,
+        "\n## What bounds the pipeline on one hot card\n\n\
+         One card is one partition: one worker loop and one PostgreSQL backend decide all its purchases, one batch after another. \
+         Its rate is the batch size over the batch time: {size:.1} / {batch_ms:.1} ms = {:.0}/s (measured: {rate:.0}/s). \
+         The transaction takes {:.0} µs of wall time per purchase, of which PostgreSQL's CPU is {:.0} µs; \
+         meanwhile the machine is {busy:.0}% busy ({:.0} µs of CPU per purchase over {cores} cores), so the bound is the card's serial loop, not the cores. \
+         3x the skip-locked peer is {target:.0}/s: {:.0} µs per purchase for the whole loop, {}.\n\n\
+         What would close it (not done; see the profile below): \
+         fewer index entries per purchase (each writes eleven: a non-HOT update of its code into the primary key, `(gift_card_id, code)` and purchase indexes, four for its ledger line, four for its purchase row; index inserts and scans are about half of PostgreSQL's profile); \
+         overlapping batch N+1's read and plan with batch N's commit, with commits kept in order (today the read's lock on the partition's fence serializes them); \
+         one acknowledgement per batch (`AckPolicy::All`) and one reply per api per batch instead of one per message.",
+        size * 1000.0 / batch_ms,
+        txn_ms * 1000.0 / size,
+        f(&cpu["postgres"]),
+        f(&cpu["total"]),
+        1e6 / target.max(1e-9),
+        if 1e6 / target.max(1e-9) < f(&cpu["postgres"]) {
+            "less than PostgreSQL's CPU per purchase alone"
+        } else {
+            "PostgreSQL's CPU per purchase included"
+        }
+    );
 }
 
 fn sql_limits(md: &mut String, limits: &[Value], compared: &[Value], args: &Args) {

@@ -3,7 +3,7 @@
 #   bench/results/<timestamp>/{report.md,results.json,chart.svg,flame-*.svg,logs-*}
 #   bench/results/latest.{md,json,svg}
 #
-#   ./bench/run.sh                                  everything (about 50 minutes on 2 cores)
+#   ./bench/run.sh                                  everything (about 20 minutes on 2 cores, plus the first build)
 #   ./bench/run.sh --suites compare --scenarios hot --strategies pipeline,skip-locked
 #   ./bench/run.sh --help                           every option
 #

@@ -183,6 +183,10 @@ PG_DATA=""
 cleanup() {
   local status=$? svc pidfile
   trap - EXIT INT TERM
+  # Ctrl-C also ends a `| tee` reading our output: a message written to it
+  # must not stop the cleanup half-way (SIGPIPE, or a failed write under -e).
+  trap '' PIPE
+  set +e
   if ((KEEP_RUNNING == 0 && ${#STARTED[@]} > 0)); then
     ((status == 0)) || info "stopping what this run started"
     # api first (no new purchases), then the worker (finishes its batch),
